@@ -1,0 +1,54 @@
+"""The `connector` command group and what every command shares: the config and the store."""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from connector.config import Config, config_path, load_config
+from connector.errors import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+class Context:
+    """Loaded on first use, so `--help` works without a config file."""
+
+    def __init__(self, config_file: str | None):
+        self.config_file = config_file
+
+    @cached_property
+    def config(self) -> Config:
+        try:
+            return load_config(config_path(self.config_file))
+        except ConfigError as exc:
+            fail(f"configuration problem\n{exc}")
+
+    @cached_property
+    def store(self) -> Any:
+        from connector.store import Store
+
+        return Store(self.config.database.url)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", envvar="CONNECTOR_CONFIG", metavar="PATH",
+              help="Config file (default: config.yaml; env CONNECTOR_CONFIG).")
+@click.version_option(package_name="leads-connector")
+@click.pass_context
+def main(click_ctx: click.Context, config_file: str | None) -> None:
+    """Take leads from lead marketplaces and put them into your CRM."""
+    click_ctx.obj = Context(config_file)

@@ -1,0 +1,252 @@
+"""The connector's config file: sources, destinations, routes between them, and runtime knobs.
+
+Loaded once at start-up. Any mistake stops start-up with the file, line, key path and problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from connector import yamlfile
+from connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connector.destinations import Destination
+    from connector.mapping import Mapping
+    from connector.sources import Marketplace
+
+DEFAULT_CONFIG = "config.yaml"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def seconds(value: Any) -> float:
+    """`90`, `90s`, `15m`, `3d` -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a duration (examples: 30s, 15m, 3d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(Strict):
+    marketplace: str = Field(description="leaditio, leados or leadnod")
+    secrets: list[SecretStr] = Field(default_factory=list,
+                                     description="webhook secrets; several while rotating")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    events: list[str] | None = Field(default=None, description="event types to register webhooks for")
+    api: dict[str, Any] | None = Field(default=None, description="the marketplace API (backfill, stats)")
+
+    def secret_values(self) -> list[str]:
+        return [s.get_secret_value() for s in self.secrets if s.get_secret_value()]
+
+    @field_validator("marketplace")
+    @classmethod
+    def _known_marketplace(cls, value: str) -> str:
+        from connector.sources import Marketplace
+
+        if value not in Marketplace.registry:
+            hint = yamlfile.did_you_mean(value, Marketplace.registry)
+            raise ValueError(f"unknown marketplace '{value}'{hint} (known: {', '.join(sorted(Marketplace.registry))})")
+        return value
+
+
+class DestinationConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the rest is the kind's own settings, checked below
+
+    type: str
+    mapping: str | None = Field(default=None, description="path of the YAML field mapping")
+    batch_size: int | None = Field(default=None, gt=0)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from connector.destinations import Destination
+
+        if value not in Destination.registry:
+            hint = yamlfile.did_you_mean(value, Destination.registry)
+            raise ValueError(f"unknown destination type '{value}'{hint} (known: {', '.join(sorted(Destination.registry))})")
+        return value
+
+
+class RouteConfig(Strict):
+    source: str
+    destination: str
+    events: list[str] | None = Field(default=None, description="only these event types")
+    where: dict[str, Any] = Field(default_factory=dict,
+                                  description="lead field path -> value or list of values")
+
+    def accepts(self, event_type: str, lead: dict[str, Any]) -> bool:
+        from connector.lead import get_path
+
+        if self.events is not None and event_type not in self.events:
+            return False
+        for path, wanted in self.where.items():
+            value = get_path(lead, path)
+            choices = wanted if isinstance(wanted, list) else [wanted]
+            if value not in choices and str(value) not in [str(c) for c in choices]:
+                return False
+        return True
+
+
+class WorkerConfig(Strict):
+    threads: int = Field(default=2, ge=1, le=64)
+    poll_interval: float = Field(default=0.5, gt=0)
+    lease: float = Field(default=120, description="seconds a claimed batch is ours before another worker may take it")
+    retry_horizon: float = Field(default=3 * 86400, description="keep retrying transient failures this long")
+    backoff_base: float = Field(default=5, gt=0)
+    backoff_max: float = Field(default=3600, gt=0)
+    config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
+
+    @field_validator("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval",
+                     mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
+
+
+class ServerConfig(Strict):
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    metrics_token: SecretStr | None = None
+    dedupe_days: int = Field(default=30, ge=7, description="how long delivered events are remembered")
+
+
+class DatabaseConfig(Strict):
+    url: str = "sqlite:///connector.db"
+
+
+class Config(Strict):
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    sources: dict[str, SourceConfig]
+    destinations: dict[str, DestinationConfig]
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    path: Path | None = Field(default=None, exclude=True)
+
+    # --- built lazily, once, from the validated config ----------------------------------
+    @cached_property
+    def marketplaces(self) -> dict[str, Marketplace]:
+        from connector.sources import marketplace_class
+
+        return {name: marketplace_class(src.marketplace)(name, src) for name, src in self.sources.items()}
+
+    def destination_settings(self, name: str) -> Any:
+        from connector.destinations import Destination
+
+        return self._destination_settings[name] if name in self._destination_settings else \
+            Destination.registry[self.destinations[name].type].Settings()
+
+    def build_destination(self, name: str) -> Destination:
+        from connector.destinations import Destination
+
+        cls = Destination.registry[self.destinations[name].type]
+        return cls(name, self._destination_settings[name])
+
+    def load_mapping(self, name: str) -> Mapping:
+        from connector.mapping import load_mapping
+
+        dest = self.destinations[name]
+        if not dest.mapping:
+            raise ConfigError(f"destination '{name}' has no mapping", file=str(self.path),
+                              key=f"destinations.{name}.mapping")
+        return load_mapping(self.resolve(dest.mapping))
+
+    def resolve(self, relative: str) -> Path:
+        """Paths in the config are relative to the config file's folder."""
+        path = Path(relative)
+        if path.is_absolute() or self.path is None:
+            return path
+        return self.path.parent / path
+
+    def routes_for(self, source: str) -> list[RouteConfig]:
+        return [r for r in self.routes if r.source == source]
+
+    def batch_size(self, name: str) -> int:
+        from connector.destinations import Destination
+
+        dest = self.destinations[name]
+        limit = Destination.registry[dest.type].max_batch
+        return min(dest.batch_size or limit, limit)
+
+    _destination_settings: dict[str, Any] = {}
+
+
+def database_url(raw: str) -> str:
+    """Heroku's `postgres://` and plain `postgresql://` -> the psycopg 3 driver SQLAlchemy needs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix):]
+    return raw
+
+
+def config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("CONNECTOR_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    env_map = os.environ if env is None else env
+    doc = yamlfile.load_yaml(config_path(str(path) if path else None))
+    yamlfile.interpolate(doc, env_map)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "the config file must be a mapping with sources, destinations and routes")
+    config = yamlfile.validate(doc, Config)
+    config.path = doc.path.resolve()
+    if env_map.get("DATABASE_URL"):
+        config.database.url = env_map["DATABASE_URL"]
+    config.database.url = database_url(config.database.url)
+    if config.database.url.startswith("sqlite:///") and not config.database.url.startswith("sqlite:////"):
+        relative = config.database.url[len("sqlite:///"):]
+        if relative and relative != ":memory:":
+            config.database.url = "sqlite:///" + str(config.resolve(relative))
+    _check_references(doc, config)
+    return config
+
+
+def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
+    from connector.destinations import Destination
+    from connector.sources import Marketplace
+
+    config._destination_settings = {}
+    for name, dest in config.destinations.items():
+        cls = Destination.registry[dest.type]
+        extra = dict(dest.model_extra or {})
+        config._destination_settings[name] = yamlfile.validate(doc, cls.Settings, data=extra,
+                                                               loc_prefix=("destinations", name))
+    for name, src in config.sources.items():
+        cls = Marketplace.registry[src.marketplace]
+        if not src.secret_values():
+            raise doc.error(("sources", name, "secrets"),
+                            "needs at least one webhook secret, e.g. - ${LEADITIO_WEBHOOK_SECRET}")
+        if src.api is not None and cls.ApiSettings is not None:
+            yamlfile.validate(doc, cls.ApiSettings, data=src.api, loc_prefix=("sources", name, "api"))
+    for index, route in enumerate(config.routes):
+        if route.source not in config.sources:
+            raise doc.error(("routes", index, "source"), f"no source named '{route.source}'"
+                            f"{yamlfile.did_you_mean(route.source, config.sources)}")
+        if route.destination not in config.destinations:
+            raise doc.error(("routes", index, "destination"), f"no destination named '{route.destination}'"
+                            f"{yamlfile.did_you_mean(route.destination, config.destinations)}")
+
+
+def api_settings(config: Config, source: str) -> Any:
+    """The validated `api:` block of a source, as its marketplace's model."""
+    from connector.sources import Marketplace
+
+    src = config.sources[source]
+    cls = Marketplace.registry[src.marketplace]
+    if cls.ApiSettings is None:
+        raise ConfigError(f"the {src.marketplace} marketplace has no API", key=f"sources.{source}")
+    return cls.ApiSettings.model_validate(src.api or {})

@@ -1,0 +1,82 @@
+"""YAML field mappings: turn one canonical lead into the record a destination receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connector import yamlfile
+from connector.destinations.base import UpdatePolicy
+from connector.errors import Permanent
+from connector.lead import get_path
+from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile
+from connector.mapping.transforms import TRANSFORMS
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+@dataclass
+class MappedRecord:
+    values: dict[str, Any]
+    policies: dict[str, UpdatePolicy]
+
+
+class Mapping:
+    def __init__(self, path: Path, spec: MappingFile):
+        self.path = path
+        self.spec = spec
+        self.fields: dict[str, FieldSpec] = spec.fields
+        self.policies = {name: f.update for name, f in self.fields.items()}
+
+    def apply(self, document: dict[str, Any]) -> MappedRecord:
+        """Map one lead (see connector.lead.mapping_input); Permanent if a required field is empty."""
+        values: dict[str, Any] = {}
+        for name, field in self.fields.items():
+            value = self._value(field, document)
+            if _empty(value):
+                if field.required:
+                    raise Permanent(f"mapping {self.path.name}: field {name} is required but the lead has "
+                                    f"no value for it", field=name, code="mapping_required")
+                if value is None:
+                    continue
+            values[name] = value
+        return MappedRecord(values, self.policies)
+
+    @staticmethod
+    def _value(field: FieldSpec, document: dict[str, Any]) -> Any:
+        if field.from_ is not None:
+            value = get_path(document, field.from_)
+        elif field.template is not None:
+            parts = {p: get_path(document, p) for p in PLACEHOLDER.findall(field.template)}
+            if parts and all(_empty(v) for v in parts.values()):
+                value = None
+            else:
+                value = PLACEHOLDER.sub(lambda m: "" if _empty(parts[m.group(1)]) else str(parts[m.group(1)]),
+                                        field.template).strip()
+        else:
+            value = field.value
+        for step in field.transforms:
+            name, arg = next(iter(step.items())) if isinstance(step, dict) else (step, None)
+            transform = TRANSFORMS[name]
+            value = transform.func(value, arg) if transform.arg is not None else transform.func(value)
+        if field.map is not None and not _empty(value):
+            key = str(value)
+            value = field.map.get(key, field.otherwise if field.otherwise is not None else value)
+        if _empty(value) and field.default is not None:
+            value = field.default
+        return value
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read and check a mapping file; every mistake is a ConfigError naming file, line and field."""
+    doc = yamlfile.load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a mapping file must start with `fields:`")
+    spec = yamlfile.validate(doc, MappingFile)
+    return Mapping(Path(path), spec)
+
+
+__all__ = ["Mapping", "MappedRecord", "load_mapping"]

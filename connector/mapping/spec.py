@@ -1,0 +1,124 @@
+"""The mapping file format: pydantic models that validate it and export its JSON Schema.
+
+The schema (`mappings/mapping.schema.json`, written by `connector mappings schema`) gives editors
+autocomplete and hover help; the same models produce the file:line messages a CRM admin reads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connector.destinations.base import UpdatePolicy
+from connector.lead import CORE_LEAD_FIELDS, PIPELINE_FIELDS
+from connector.mapping.transforms import TRANSFORMS
+from connector.yamlfile import did_you_mean
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+
+def known_lead_fields() -> set[str]:
+    from connector.sources import Marketplace
+
+    fields = set(CORE_LEAD_FIELDS) | set(PIPELINE_FIELDS)
+    for cls in Marketplace.registry.values():
+        fields.update(cls.lead_fields)
+    return fields
+
+
+def check_path(path: str) -> str:
+    root = path.split(".", 1)[0]
+    known = known_lead_fields()
+    if root not in known:
+        raise ValueError(f"unknown lead field '{root}'{did_you_mean(root, known)}")
+    return path
+
+
+class FieldSpec(BaseModel):
+    """How one destination field gets its value."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | None = Field(default=None, alias="from", title="Lead field",
+                              description="path of the lead field to read, e.g. first_name or "
+                                          "score_breakdown.phone_valid",
+                              examples=["first_name"])
+    value: Any = Field(default=None, title="Constant", description="a fixed value", examples=["Leaditio"])
+    template: str | None = Field(default=None, title="Template",
+                                 description="text with {lead_field} placeholders",
+                                 examples=["{first_name} (Leaditio)"])
+    transforms: list[str | dict[str, Any]] = Field(
+        default_factory=list, title="Transforms",
+        description="applied in order: " + "; ".join(f"{k}: {t.help}" for k, t in TRANSFORMS.items()),
+        examples=[["trim", "title"], ["e164"], [{"truncate": 40}]])
+    map: dict[str, Any] | None = Field(default=None, title="Value map",
+                                       description="replace values after the transforms, e.g. hot: Hot",
+                                       examples=[{"hot": "Hot", "warm": "Warm"}])
+    otherwise: Any = Field(default=None, title="Unmapped value",
+                           description="used when the value is not in `map` (default: keep the value)")
+    default: Any = Field(default=None, title="Default", description="used when the result is empty")
+    required: bool = Field(default=False, title="Required",
+                           description="a lead without a value here is not sent (dead letter)")
+    update: UpdatePolicy = Field(default=UpdatePolicy.always, title="Update policy",
+                                 description="always: every event; if_empty: only fill an empty CRM field; "
+                                             "on_create: only when the record is created; never: not sent")
+
+    @field_validator("from_")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        return value if value is None else check_path(value)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        for path in PLACEHOLDER.findall(value or ""):
+            check_path(path)
+        return value
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms(cls, steps: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        for step in steps:
+            if isinstance(step, dict):
+                if len(step) != 1:
+                    raise ValueError(f"a transform with an argument is written `name: argument`, got {step}")
+                (name, arg), = step.items()
+            else:
+                name, arg = step, None
+            transform = TRANSFORMS.get(name)
+            if transform is None:
+                raise ValueError(f"unknown transform '{name}'{did_you_mean(name, TRANSFORMS)} "
+                                 f"(known: {', '.join(TRANSFORMS)})")
+            if transform.arg is not None and not isinstance(arg, transform.arg):
+                raise ValueError(f"transform '{name}' needs a {transform.arg.__name__} argument, "
+                                 f"e.g. `- {name}: {20 if transform.arg is int else '%Y-%m-%d'}`")
+            if transform.arg is None and arg is not None:
+                raise ValueError(f"transform '{name}' takes no argument: write `- {name}`")
+        return steps
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldSpec:
+        given = [k for k, v in (("from", self.from_), ("value", self.value), ("template", self.template))
+                 if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"use only one of from, value, template (got {', '.join(given)})")
+        if not given and self.default is None:
+            raise ValueError("needs one of from, value or template")
+        return self
+
+
+class MappingFile(BaseModel):
+    """A destination's field mapping: destination field name -> how to fill it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              json_schema_extra={"title": "Lead connector field mapping"})
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    description: str | None = None
+    fields: dict[str, FieldSpec] = Field(title="Fields", description="destination field name -> its value")
+
+
+def json_schema() -> dict[str, Any]:
+    return MappingFile.model_json_schema(by_alias=True)

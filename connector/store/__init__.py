@@ -1,0 +1,408 @@
+"""The durable queue: SQLite (one file, WAL) by default, PostgreSQL when `DATABASE_URL` is set.
+
+Everything that must survive a crash goes through here, each change in one transaction. Workers
+claim due deliveries with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), so any number of them
+can run, and a killed worker's batch is taken up again once its lease runs out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from connector.lead import InboundEvent
+from connector.store.schema import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    STATES,
+    backfill_checkpoints,
+    deliveries,
+    destination_pauses,
+    events,
+    lead_state,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event_id: int
+    duplicate: bool
+    deliveries: int = 0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds the lease on, with what it needs to map and send it."""
+
+    delivery_id: int
+    event_id: int
+    destination: str
+    lead_key: str
+    attempts: int
+    occurred_at: float
+    force: bool
+    first_failed_at: float | None
+    source: str
+    event_type: str
+    lead: dict[str, Any]
+
+
+def lead_key(source: str, lead_id: str | None, event_key: str) -> str:
+    return f"{source}:{lead_id}" if lead_id else f"{source}:event:{event_key}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  poolclass=sa.pool.QueuePool if ":memory:" not in url else sa.pool.StaticPool,
+                                  pool_size=8, max_overflow=16)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the event is on disk
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Take the write lock up front: no deadlock upgrading a read lock under concurrency.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
+
+    # --- schema -----------------------------------------------------------------------
+    def upgrade(self) -> str:
+        """Bring the database to the newest schema (`connector db upgrade`); returns the revision."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+        from alembic.runtime.migration import MigrationContext
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as conn:
+            if self.is_postgres:  # one release at a time, however many dynos start together
+                conn.exec_driver_sql("SELECT pg_advisory_lock(472001)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            revision = MigrationContext.configure(conn).get_current_revision()
+            if self.is_postgres:
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(472001)")
+            conn.commit()
+        return revision or "none"
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- in: events -------------------------------------------------------------------
+    def record_event(self, event: InboundEvent, destinations: Sequence[str], *, body: bytes,
+                     signature_index: int | None = None) -> Recorded:
+        """Store one event and its deliveries in one transaction; a duplicate is stored once."""
+        with self.engine.begin() as conn:
+            return self._record(conn, event, destinations, body, signature_index)
+
+    def record_events(self, batch: Iterable[tuple[InboundEvent, Sequence[str], bytes]],
+                      checkpoint: tuple[str, str, dict[str, Any], dict[str, Any], bool] | None = None,
+                      ) -> list[Recorded]:
+        """Several events (a backfill page) and, optionally, the checkpoint that covers them, atomically.
+
+        `checkpoint` is (source, job_key, params, state, done).
+        """
+        with self.engine.begin() as conn:
+            results = [self._record(conn, event, dests, body, None) for event, dests, body in batch]
+            if checkpoint is not None:
+                self._save_checkpoint(conn, *checkpoint)
+            return results
+
+    def _record(self, conn: Connection, event: InboundEvent, destinations: Sequence[str], body: bytes,
+                signature_index: int | None) -> Recorded:
+        now = time.time()
+        digest = hashlib.sha256(body).hexdigest()
+        stmt = self._insert(events).values(
+            source=event.source, event_key=event.event_key[:400], body_sha256=digest,
+            event_type=event.event_type, lead_id=event.lead_id, occurred_at=event.occurred_at,
+            received_at=now, origin=event.origin, deliverable=event.deliverable,
+            signature_index=signature_index, lead_json=json.dumps(event.lead, separators=(",", ":")),
+            body=body,
+        ).on_conflict_do_nothing().returning(events.c.id)
+        event_id = conn.execute(stmt).scalar()
+        if event_id is None:
+            existing = conn.execute(
+                sa.select(events.c.id).where(events.c.source == event.source).where(
+                    (events.c.event_key == event.event_key[:400]) | (events.c.body_sha256 == digest))
+            ).scalar()
+            return Recorded(int(existing or 0), duplicate=True)
+        targets = list(destinations) if event.deliverable else []
+        if targets:
+            key = lead_key(event.source, event.lead_id, event.event_key)
+            conn.execute(deliveries.insert(), [
+                {"event_id": event_id, "destination": d, "lead_key": key, "occurred_at": event.occurred_at,
+                 "state": PENDING, "attempts": 0, "next_attempt_at": now, "force": False,
+                 "created_at": now, "updated_at": now}
+                for d in targets
+            ])
+        return Recorded(int(event_id), duplicate=False, deliveries=len(targets))
+
+    def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest stored lead document per id (for a backfill deciding what it must fetch)."""
+        if not lead_ids:
+            return {}
+        newest = (sa.select(events.c.lead_id, sa.func.max(events.c.occurred_at).label("at"))
+                  .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids)))
+                  .group_by(events.c.lead_id).subquery())
+        query = (sa.select(events.c.lead_id, events.c.lead_json)
+                 .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
+                                       events.c.occurred_at == newest.c.at))
+                 .where(events.c.source == source))
+        with self.engine.connect() as conn:
+            return {row.lead_id: json.loads(row.lead_json) for row in conn.execute(query)}
+
+    # --- out: claiming and settling deliveries ----------------------------------------
+    def claim(self, destination: str, limit: int, owner: str, lease: float) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, at most one per lead (the oldest), in order."""
+        now = time.time()
+        lock = "FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+        sql = sa.text(f"""
+            UPDATE deliveries SET lease_owner = :owner, lease_until = :until
+            WHERE id IN (
+                SELECT d.id FROM deliveries d
+                WHERE d.destination = :dest AND d.state = 'pending' AND d.next_attempt_at <= :now
+                  AND (d.lease_until IS NULL OR d.lease_until < :now)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries e
+                      WHERE e.destination = d.destination AND e.lead_key = d.lead_key AND e.state = 'pending'
+                        AND (e.occurred_at < d.occurred_at OR (e.occurred_at = d.occurred_at AND e.id < d.id)))
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT :limit {lock})
+            RETURNING id""")
+        with self.engine.begin() as conn:
+            ids = [row[0] for row in conn.execute(sql, {"owner": owner, "until": now + lease, "dest": destination,
+                                                         "now": now, "limit": limit})]
+            if not ids:
+                return []
+            rows = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.lead_key, deliveries.c.attempts,
+                          deliveries.c.occurred_at, deliveries.c.force, deliveries.c.first_failed_at,
+                          events.c.source, events.c.event_type, events.c.lead_json)
+                .join(events, events.c.id == deliveries.c.event_id)
+                .where(deliveries.c.id.in_(ids)).order_by(deliveries.c.occurred_at, deliveries.c.id))
+            return [Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at, bool(r.force),
+                            r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json)) for r in rows]
+
+    def lead_states(self, destination: str, keys: Sequence[str]) -> dict[str, tuple[float, str | None]]:
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(lead_state.c.lead_key, lead_state.c.last_occurred_at,
+                                          lead_state.c.crm_id)
+                                .where(lead_state.c.destination == destination,
+                                       lead_state.c.lead_key.in_(list(keys))))
+            return {r.lead_key: (r.last_occurred_at, r.crm_id) for r in rows}
+
+    def settle(self, owner: str, updates: Sequence[dict[str, Any]]) -> None:
+        """Apply the worker's verdicts in one transaction; each dict names `delivery_id` and `state`.
+
+        Only rows still leased by `owner` change, so a worker whose lease ran out cannot overwrite
+        what another worker did since. A delivered row also moves the lead's state forward.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            for u in updates:
+                values = {k: v for k, v in u.items() if k not in {"delivery_id", "lead_key", "destination",
+                                                                   "occurred_at", "event_id"}}
+                values.update(updated_at=now, lease_owner=None, lease_until=None)
+                changed = conn.execute(
+                    deliveries.update().where(deliveries.c.id == u["delivery_id"],
+                                              deliveries.c.lease_owner == owner).values(**values)).rowcount
+                if changed and u["state"] == DELIVERED:
+                    self._advance_lead(conn, u["destination"], u["lead_key"], u["occurred_at"], u["event_id"],
+                                       u.get("crm_id"), now)
+
+    def _advance_lead(self, conn: Connection, destination: str, key: str, occurred_at: float, event_id: int,
+                      crm_id: str | None, now: float) -> None:
+        stmt = self._insert(lead_state).values(destination=destination, lead_key=key, last_occurred_at=occurred_at,
+                                               last_event_id=event_id, crm_id=crm_id, updated_at=now)
+        excluded = stmt.excluded
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[lead_state.c.destination, lead_state.c.lead_key],
+            set_={"last_occurred_at": sa.func.max(lead_state.c.last_occurred_at, excluded.last_occurred_at)
+                  if not self.is_postgres else sa.func.greatest(lead_state.c.last_occurred_at,
+                                                                excluded.last_occurred_at),
+                  "last_event_id": excluded.last_event_id,
+                  "crm_id": sa.func.coalesce(excluded.crm_id, lead_state.c.crm_id),
+                  "updated_at": excluded.updated_at}))
+
+    def release(self, owner: str, delivery_ids: Sequence[int], next_attempt_at: float) -> None:
+        """Give leased deliveries back untouched (no attempt counted), due again at `next_attempt_at`."""
+        if not delivery_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(deliveries.update()
+                         .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_until=None, next_attempt_at=next_attempt_at,
+                                 updated_at=time.time()))
+
+    # --- pauses -------------------------------------------------------------------------
+    def pause(self, destination: str, until: float, kind: str, reason: str) -> None:
+        stmt = self._insert(destination_pauses).values(destination=destination, until=until, kind=kind,
+                                                       reason=reason, updated_at=time.time())
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=[destination_pauses.c.destination],
+                                                    set_={"until": until, "kind": kind, "reason": reason,
+                                                          "updated_at": stmt.excluded.updated_at}))
+
+    def unpause(self, destination: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(destination_pauses.delete().where(destination_pauses.c.destination == destination))
+
+    def pauses(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_pauses))}
+
+    # --- operations: status, dead letters, replay ----------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        with self.engine.connect() as conn:
+            by_state = conn.execute(sa.select(deliveries.c.destination, deliveries.c.state, sa.func.count())
+                                    .group_by(deliveries.c.destination, deliveries.c.state)).all()
+            oldest = conn.execute(sa.select(deliveries.c.destination, sa.func.min(deliveries.c.created_at))
+                                  .where(deliveries.c.state == PENDING)
+                                  .group_by(deliveries.c.destination)).all()
+            received = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0
+            oldest_event = conn.execute(sa.select(sa.func.min(deliveries.c.created_at))
+                                        .where(deliveries.c.state == PENDING)).scalar()
+        per_dest: dict[str, dict[str, Any]] = {}
+        for dest, state, count in by_state:
+            per_dest.setdefault(dest, {s: 0 for s in STATES})[state] = count
+        for dest, first in oldest:
+            per_dest.setdefault(dest, {s: 0 for s in STATES})["oldest_pending_age"] = now - first
+        return {
+            "events": received,
+            "queue_depth": sum(d.get(PENDING, 0) for d in per_dest.values()),
+            "oldest_pending_age": (now - oldest_event) if oldest_event else None,
+            "destinations": per_dest,
+            "pauses": self.pauses(),
+        }
+
+    def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
+                         limit: int = 50) -> list[dict[str, Any]]:
+        query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id)
+                 .join(events, events.c.id == deliveries.c.event_id)
+                 .order_by(deliveries.c.updated_at.desc()).limit(limit))
+        if state:
+            query = query.where(deliveries.c.state == state)
+        if destination:
+            query = query.where(deliveries.c.destination == destination)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
+                           events.c.body, events.c.origin, events.c.received_at)
+                 .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            return dict(row._mapping) if row else None
+
+    def requeue(self, *, delivery_ids: Sequence[int] | None = None, state: str | None = None,
+                destination: str | None = None, force: bool = False) -> int:
+        """Make deliveries due now with a fresh attempt count (dead-letter retry and replay)."""
+        now = time.time()
+        stmt = deliveries.update().values(state=PENDING, attempts=0, next_attempt_at=now, first_failed_at=None,
+                                          lease_owner=None, lease_until=None, force=force, updated_at=now)
+        if delivery_ids is not None:
+            stmt = stmt.where(deliveries.c.id.in_(list(delivery_ids)))
+        if state:
+            stmt = stmt.where(deliveries.c.state == state)
+        if destination:
+            stmt = stmt.where(deliveries.c.destination == destination)
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def replay_ids(self, *, event_id: int | None = None, source: str | None = None, lead_id: str | None = None,
+                   destination: str | None = None) -> list[int]:
+        """Delivery ids to re-send: those of one event, or of a lead's newest event."""
+        with self.engine.connect() as conn:
+            if event_id is None:
+                event_id = conn.execute(
+                    sa.select(events.c.id).where(events.c.lead_id == lead_id, events.c.deliverable.is_(True),
+                                                 *([events.c.source == source] if source else []))
+                    .order_by(events.c.occurred_at.desc(), events.c.id.desc()).limit(1)).scalar()
+                if event_id is None:
+                    return []
+            query = sa.select(deliveries.c.id).where(deliveries.c.event_id == event_id)
+            if destination:
+                query = query.where(deliveries.c.destination == destination)
+            return [r[0] for r in conn.execute(query)]
+
+    def prune(self, older_than: float) -> int:
+        """Forget finished events older than `older_than` seconds (never pending or dead ones)."""
+        cutoff = time.time() - older_than
+        open_events = sa.select(deliveries.c.event_id).where(deliveries.c.state.in_([PENDING, DEAD]))
+        with self.engine.begin() as conn:
+            return conn.execute(events.delete().where(events.c.received_at < cutoff,
+                                                      events.c.id.not_in(open_events))).rowcount
+
+    # --- backfill checkpoints -------------------------------------------------------------
+    def checkpoint(self, source: str, job_key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(backfill_checkpoints).where(
+                backfill_checkpoints.c.source == source, backfill_checkpoints.c.job_key == job_key)).first()
+        if row is None:
+            return None
+        return {"params": json.loads(row.params), "state": json.loads(row.state), "done": bool(row.done),
+                "updated_at": row.updated_at}
+
+    def save_checkpoint(self, source: str, job_key: str, params: dict[str, Any], state: dict[str, Any],
+                        done: bool = False) -> None:
+        with self.engine.begin() as conn:
+            self._save_checkpoint(conn, source, job_key, params, state, done)
+
+    def delete_checkpoint(self, source: str, job_key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(backfill_checkpoints.delete().where(backfill_checkpoints.c.source == source,
+                                                             backfill_checkpoints.c.job_key == job_key))
+
+    def _save_checkpoint(self, conn: Connection, source: str, job_key: str, params: dict[str, Any],
+                         state: dict[str, Any], done: bool) -> None:
+        stmt = self._insert(backfill_checkpoints).values(source=source, job_key=job_key, params=json.dumps(params),
+                                                         state=json.dumps(state), done=done, updated_at=time.time())
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[backfill_checkpoints.c.source, backfill_checkpoints.c.job_key],
+            set_={"params": stmt.excluded.params, "state": stmt.excluded.state, "done": stmt.excluded.done,
+                  "updated_at": stmt.excluded.updated_at}))

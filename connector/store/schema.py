@@ -1,0 +1,106 @@
+"""Tables: where a lead waits between the webhook and the CRM.
+
+- `events`: every accepted webhook (raw body kept) or backfilled lead; also the dedupe ledger.
+- `deliveries`: one row per (event, destination), with its state, attempts, lease and last error.
+- `lead_state`: per (destination, lead) what was last applied: stale-update protection and the CRM id.
+- `destination_pauses`: destinations waiting on a config fix, a login or a daily quota.
+- `backfill_checkpoints`: where each backfill got to, written with the events of its page.
+
+Changes go through a new Alembic revision in `migrations/versions/`.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+PENDING, DELIVERED, DEAD, SKIPPED, STALE = "pending", "delivered", "dead", "skipped", "stale"
+STATES = (PENDING, DELIVERED, DEAD, SKIPPED, STALE)
+
+events = Table(
+    "events", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(100), nullable=False),
+    Column("event_key", String(400), nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("lead_id", String(200)),
+    Column("occurred_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("origin", String(20), nullable=False),
+    Column("deliverable", Boolean, nullable=False),
+    Column("signature_index", Integer),
+    Column("lead_json", Text, nullable=False),
+    Column("body", LargeBinary),
+    UniqueConstraint("source", "event_key", name="uq_events_source_key"),
+    UniqueConstraint("source", "body_sha256", name="uq_events_source_body"),
+    Index("ix_events_source_lead", "source", "lead_id"),
+    Index("ix_events_received", "received_at"),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", Id, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("destination", String(100), nullable=False),
+    Column("lead_key", String(400), nullable=False),
+    Column("occurred_at", Float, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", Float),
+    Column("first_failed_at", Float),
+    Column("last_error", Text),
+    Column("last_error_code", String(100)),
+    Column("crm_id", String(200)),
+    Column("force", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("event_id", "destination", name="uq_deliveries_event_destination"),
+    Index("ix_deliveries_due", "destination", "state", "next_attempt_at"),
+    Index("ix_deliveries_lead", "destination", "lead_key", "state"),
+)
+
+lead_state = Table(
+    "lead_state", metadata,
+    Column("destination", String(100), primary_key=True),
+    Column("lead_key", String(400), primary_key=True),
+    Column("last_occurred_at", Float, nullable=False),
+    Column("last_event_id", Id),
+    Column("crm_id", String(200)),
+    Column("updated_at", Float, nullable=False),
+)
+
+destination_pauses = Table(
+    "destination_pauses", metadata,
+    Column("destination", String(100), primary_key=True),
+    Column("until", Float, nullable=False),
+    Column("kind", String(20), nullable=False),  # "config" or "rate_limit"
+    Column("reason", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+backfill_checkpoints = Table(
+    "backfill_checkpoints", metadata,
+    Column("source", String(100), primary_key=True),
+    Column("job_key", String(200), primary_key=True),
+    Column("params", Text, nullable=False),
+    Column("state", Text, nullable=False),  # JSON: page, total, counts, ... (the backfill owns its shape)
+    Column("done", Boolean, nullable=False, default=False),
+    Column("updated_at", Float, nullable=False),
+)
