@@ -44,7 +44,7 @@ class SourceConfig(Strict):
     marketplace: str = Field(description="leaditio, leados or leadnod")
     secrets: list[SecretStr] = Field(default_factory=list,
                                      description="webhook secrets; several while rotating")
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_body_bytes: int | None = Field(default=None, gt=0, description="overrides server.max_body_bytes")
     events: list[str] | None = Field(default=None, description="event types to register webhooks for")
     api: dict[str, Any] | None = Field(default=None, description="the marketplace API (backfill, stats)")
 
@@ -143,11 +143,8 @@ class Config(Strict):
 
         return {name: marketplace_class(src.marketplace)(name, src) for name, src in self.sources.items()}
 
-    def destination_settings(self, name: str) -> Any:
-        from connector.destinations import Destination
-
-        return self._destination_settings[name] if name in self._destination_settings else \
-            Destination.registry[self.destinations[name].type].Settings()
+    def body_limit(self, source: str) -> int:
+        return self.sources[source].max_body_bytes or self.server.max_body_bytes
 
     def build_destination(self, name: str) -> Destination:
         from connector.destinations import Destination

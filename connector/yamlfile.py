@@ -27,6 +27,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SECRET_KEYS = frozenset({
     "secret", "secrets", "password", "token", "api_key", "access_token", "client_secret",
     "security_token", "private_key", "consumer_secret", "session_id", "bearer_token", "signing_secret",
+    "authorization", "x-api-key", "api-key", "metrics_token",
 })
 
 
@@ -131,7 +132,7 @@ def interpolate(doc: YamlDocument, env: typing.Mapping[str, str] | None = None) 
 
 
 def _is_secret(loc: Loc) -> bool:
-    return any(isinstance(part, str) and part in SECRET_KEYS for part in loc)
+    return any(isinstance(part, str) and part.lower() in SECRET_KEYS for part in loc)
 
 
 def validate(doc: YamlDocument, model: type[M], *, data: Any = None, loc_prefix: Loc = ()) -> M:

@@ -224,6 +224,17 @@ class Store:
             return [Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at, bool(r.force),
                             r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json)) for r in rows]
 
+    def due_count(self, destinations: Sequence[str]) -> int:
+        """Deliveries due now (leased ones included) for destinations that are not paused."""
+        now = time.time()
+        active = [d for d in destinations if self.pauses().get(d, {}).get("until", 0) <= now]
+        if not active:
+            return 0
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
+                deliveries.c.state == PENDING, deliveries.c.destination.in_(active),
+                deliveries.c.next_attempt_at <= now)).scalar() or 0
+
     def lead_states(self, destination: str, keys: Sequence[str]) -> dict[str, tuple[float, str | None]]:
         if not keys:
             return {}

@@ -1,0 +1,162 @@
+"""Operating the connector from a terminal: status, dead letters, replay, test leads, CRM setup."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import requests
+from rich.table import Table
+
+from connector.cli.app import Context, console, fail, main, pass_ctx
+from connector.store.schema import DEAD, STATES
+from connector.timeutil import age, iso
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Queue depth, deliveries by state per destination, oldest pending age, paused destinations."""
+    report = ctx.store.status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    console.print(f"events stored: {report['events']}   queue depth: {report['queue_depth']}   "
+                  f"oldest pending: {age(report['oldest_pending_age'])}")
+    table = Table("destination", *STATES, "oldest pending", "state")
+    now = time.time()
+    for name in ctx.config.destinations:
+        counts = report["destinations"].get(name, {})
+        pause = report["pauses"].get(name)
+        note = "[green]ok[/]"
+        if pause and pause["until"] > now:
+            note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {pause['reason']}[/]"
+        table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
+    console.print(table)
+
+
+@main.group()
+def deadletters() -> None:
+    """Leads a CRM refused: list them, see why, send them again."""
+
+
+@deadletters.command("list")
+@click.option("--destination", "-d", default=None)
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+def list_(ctx: Context, destination: str | None, limit: int) -> None:
+    """Dead letters, newest first."""
+    rows = ctx.store.deliveries_query(state=DEAD, destination=destination, limit=limit)
+    table = Table("id", "destination", "lead", "event", "attempts", "when", "error")
+    for r in rows:
+        table.add_row(str(r["id"]), r["destination"], r["lead_key"], r["event_type"], str(r["attempts"]),
+                      iso(r["updated_at"]) or "", (r["last_error"] or "")[:120])
+    console.print(table if rows else "no dead letters")
+
+
+@deadletters.command()
+@click.argument("delivery_id", type=int)
+@pass_ctx
+def show(ctx: Context, delivery_id: int) -> None:
+    """Everything about one delivery: the CRM's message and the lead as received."""
+    row = ctx.store.delivery(delivery_id)
+    if row is None:
+        fail(f"no delivery {delivery_id}")
+    console.print(f"delivery {row['id']} of {row['lead_key']} to {row['destination']}: [bold]{row['state']}[/] "
+                  f"after {row['attempts']} attempts")
+    console.print(f"event {row['event_id']} {row['event_type']} from {row['source']} ({row['origin']}), "
+                  f"received {iso(row['received_at'])}")
+    if row["last_error"]:
+        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {row['last_error']}", highlight=False)
+    console.print_json(row["lead_json"])
+
+
+@deadletters.command()
+@click.argument("delivery_ids", type=int, nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every dead letter (of --destination, if given).")
+@click.option("--destination", "-d", default=None)
+@pass_ctx
+def retry(ctx: Context, delivery_ids: tuple[int, ...], all_: bool, destination: str | None) -> None:
+    """Send dead letters again (after fixing the mapping or the CRM)."""
+    if not delivery_ids and not all_:
+        fail("name delivery ids, or use --all")
+    count = ctx.store.requeue(delivery_ids=list(delivery_ids) if delivery_ids else None, state=DEAD,
+                              destination=destination)
+    console.print(f"{count} dead letters queued again")
+
+
+@main.command()
+@click.option("--lead", "lead_id", default=None, help="Re-deliver this lead's newest event.")
+@click.option("--event", "event_id", type=int, default=None, help="Re-deliver this stored event.")
+@click.option("--source", "-s", default=None, help="With --lead: the source it came from.")
+@click.option("--destination", "-d", default=None, help="Only to this destination.")
+@click.option("--force", is_flag=True, help="Send even if a newer event of the lead was already applied.")
+@pass_ctx
+def replay(ctx: Context, lead_id: str | None, event_id: int | None, source: str | None,
+           destination: str | None, force: bool) -> None:
+    """Re-deliver a lead or an event to its destinations."""
+    if bool(lead_id) == bool(event_id):
+        fail("give exactly one of --lead or --event")
+    ids = ctx.store.replay_ids(event_id=event_id, source=source, lead_id=lead_id, destination=destination)
+    if not ids:
+        fail("nothing to replay: no such lead or event with deliveries", code=1)
+    count = ctx.store.requeue(delivery_ids=ids, force=force)
+    console.print(f"{count} deliveries queued again; the worker sends them shortly")
+
+
+@main.command("send-test")
+@click.option("--url", required=True, help="Where the connector listens, e.g. https://app.example.com")
+@click.option("--source", "-s", default=None, help="Which configured source to sign as (default: the first).")
+@click.option("--payload", type=click.Path(exists=True, dir_okay=False), help="Body to send (default: a sample).")
+@pass_ctx
+def send_test(ctx: Context, url: str, source: str | None, payload: str | None) -> None:
+    """POST a correctly signed sample lead to a deployment, as the marketplace would."""
+    source = source or next(iter(ctx.config.sources))
+    if source not in ctx.config.sources:
+        fail(f"no source named '{source}'")
+    marketplace = ctx.config.marketplaces[source]
+    body = Path(payload).read_bytes() if payload else json.dumps(marketplace.sample_payload()).encode()
+    target = url.rstrip("/")
+    if "/webhooks/" not in target:
+        target = f"{target}/webhooks/{source}"
+    signature = marketplace.sign(ctx.config.sources[source].secret_values()[0], body)
+    try:
+        answer = requests.post(target, data=body, timeout=15, headers={
+            "Content-Type": "application/json", marketplace.signature_header: signature})
+    except requests.RequestException as exc:
+        fail(f"could not reach {target}: {exc}", code=1)
+    console.print(f"POST {target} -> HTTP {answer.status_code}")
+    console.print(answer.text.strip(), highlight=False)
+    if not answer.ok:
+        raise SystemExit(1)
+
+
+@main.group()
+def crm() -> None:
+    """Prepare a CRM for the connector."""
+
+
+@crm.command()
+@click.argument("destination")
+@pass_ctx
+def setup(ctx: Context, destination: str) -> None:
+    """Create what the mapping needs in the CRM (e.g. HubSpot custom properties); safe to repeat."""
+    from connector.errors import ConnectorError
+
+    if destination not in ctx.config.destinations:
+        # `crm setup hubspot` also works when the destination's type is what was named
+        matches = [n for n, d in ctx.config.destinations.items() if d.type == destination]
+        if len(matches) != 1:
+            fail(f"no destination named '{destination}'")
+        destination = matches[0]
+    try:
+        done = ctx.config.build_destination(destination).setup()
+    except NotImplementedError as exc:
+        fail(str(exc))
+    except ConnectorError as exc:
+        fail(exc.describe(), code=1)
+    for line in done or ["nothing to do: everything already exists"]:
+        console.print(f"- {line}", highlight=False)

@@ -1,0 +1,113 @@
+"""Running the connector: `serve` (all in one, for local use), `worker`, and `db upgrade|prune`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import click
+
+from connector.cli.app import Context, console, main, pass_ctx
+from connector.logs import setup_logging
+
+log = logging.getLogger("connector")
+
+
+def warn_if_ephemeral(ctx: Context) -> None:
+    """Heroku dynos lose their disk on every restart: SQLite there loses leads."""
+    if os.environ.get("DYNO") and ctx.config.database.url.startswith("sqlite"):
+        banner = ("!" * 78 + "\nWARNING: running on an ephemeral host (DYNO is set) with SQLite.\n"
+                  "Every restart wipes the disk: queued and stored LEADS WILL BE LOST.\n"
+                  "Attach PostgreSQL and set DATABASE_URL.\n" + "!" * 78)
+        click.echo(banner, err=True)
+        log.error("SQLite on an ephemeral host: leads will be lost on restart; set DATABASE_URL")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="$PORT or 8000",
+              type=int, help="Port to listen on.")
+@click.option("--threads", type=int, default=None, help="Worker threads (default: worker.threads in config).")
+@pass_ctx
+def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
+    """Receiver and worker in one process, for local use (creates the database if needed)."""
+    from werkzeug.serving import make_server
+
+    from connector.web import create_app
+    from connector.worker import run_workers
+
+    setup_logging()
+    warn_if_ephemeral(ctx)
+    ctx.store.upgrade()
+    stop = threading.Event()
+    run_workers(ctx.config, ctx.store, threads or ctx.config.worker.threads, stop)
+    server = make_server(host, port, create_app(ctx.config, ctx.store), threaded=True)
+    log.info("listening on http://%s:%d/webhooks/<source> (sources: %s); Ctrl-C to stop", host, port,
+             ", ".join(ctx.config.sources))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        log.info("stopped")
+
+
+@main.command()
+@click.option("--threads", type=int, default=None, help="Worker threads (default: worker.threads in config).")
+@click.option("--drain", is_flag=True, help="Deliver what is due, then exit.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="With --drain: give up after this.")
+@pass_ctx
+def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> None:
+    """Deliver queued leads to their destinations (run as many as you like, anywhere)."""
+    from connector.worker import Worker, run_workers
+
+    setup_logging()
+    warn_if_ephemeral(ctx)
+    if drain:
+        Worker(ctx.config, ctx.store).drain(timeout=timeout)
+        return
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    count = threads or ctx.config.worker.threads
+    started = run_workers(ctx.config, ctx.store, count, stop)
+    log.info("worker started with %d threads for %s", count, ", ".join(ctx.config.destinations))
+    while not stop.wait(1.0):
+        pass
+    for thread in started:
+        thread.join(timeout=30)
+    log.info("worker stopped")
+
+
+@main.group()
+def db() -> None:
+    """Database schema and housekeeping."""
+
+
+@db.command()
+@pass_ctx
+def upgrade(ctx: Context) -> None:
+    """Create or migrate the database schema (the Procfile's release step)."""
+    revision = ctx.store.upgrade()
+    console.print(f"database is at revision {revision}")
+
+
+@db.command()
+@click.option("--older-than", default=None, help="e.g. 30d (default: server.dedupe_days, at least 7 days).")
+@pass_ctx
+def prune(ctx: Context, older_than: str | None) -> None:
+    """Forget finished events (never pending ones, never dead letters) older than the dedupe window."""
+    from connector.config import seconds
+
+    days = ctx.config.server.dedupe_days
+    horizon = max(seconds(older_than), 7 * 86400) if older_than else days * 86400
+    removed = ctx.store.prune(horizon)
+    console.print(f"removed {removed} events older than {horizon / 86400:.0f} days")

@@ -1,0 +1,66 @@
+"""Prometheus metrics: counters where things happen, queue gauges read from the store at scrape time.
+
+Under gunicorn (several processes) counters are aggregated through PROMETHEUS_MULTIPROC_DIR, which
+our gunicorn settings create; queue figures come from the database, so they are right for every
+process and every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from connector.store import Store
+
+RECEIVED = Counter("connector_webhooks_received", "Webhooks accepted and stored", ["source"])
+REJECTED = Counter("connector_webhooks_rejected", "Webhooks refused", ["source", "reason"])
+DUPLICATES = Counter("connector_webhooks_duplicate", "Webhooks already stored (answered 200, stored once)",
+                     ["source"])
+DELIVERY_OUTCOMES = Counter("connector_delivery_outcomes", "Delivery attempts by outcome",
+                            ["destination", "outcome"])
+
+
+class QueueCollector(Collector):
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self.store.status()
+        depth = GaugeMetricFamily("connector_queue_depth", "Deliveries waiting to be sent")
+        depth.add_metric([], status["queue_depth"])
+        age = GaugeMetricFamily("connector_oldest_pending_age_seconds", "Age of the oldest waiting delivery")
+        age.add_metric([], status["oldest_pending_age"] or 0.0)
+        states = GaugeMetricFamily("connector_deliveries", "Deliveries by destination and state",
+                                   labels=["destination", "state"])
+        dead = GaugeMetricFamily("connector_dead_letters", "Deliveries in dead letters", labels=["destination"])
+        paused = GaugeMetricFamily("connector_destination_paused", "1 while a destination is paused",
+                                   labels=["destination", "kind"])
+        for name, counts in status["destinations"].items():
+            for state, count in counts.items():
+                if state != "oldest_pending_age":
+                    states.add_metric([name, state], count)
+            dead.add_metric([name], counts.get("dead", 0))
+        now = time.time()
+        for name, pause in status["pauses"].items():
+            paused.add_metric([name, pause["kind"]], 1.0 if pause["until"] > now else 0.0)
+        yield from (depth, age, states, dead, paused)
+
+
+def render(store: Store) -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        counters = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counters)
+    else:
+        counters = REGISTRY
+    queue = CollectorRegistry()
+    queue.register(QueueCollector(store))
+    return generate_latest(counters) + generate_latest(queue)

@@ -1,0 +1,131 @@
+"""The webhook receiver: verify, store, answer. Nothing else happens on the request path.
+
+`create_app()` is what gunicorn serves (`connector.web:create_app()`); errors are answered as
+JSON `{"code", "message"}` with the marketplaces' own codes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from connector import intake, metrics
+from connector.config import Config, load_config
+from connector.sources import InvalidPayload
+from connector.store import Store
+
+log = logging.getLogger("connector.web")
+bp = Blueprint("receiver", __name__)
+
+
+def problem(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify(code=code, message=message), status
+
+
+def _state() -> tuple[Config, Store]:
+    return current_app.extensions["connector.config"], current_app.extensions["connector.store"]
+
+
+@bp.post("/webhooks/<source>")
+def receive(source: str) -> Any:
+    config, store = _state()
+    marketplace = config.marketplaces.get(source)
+    if marketplace is None:
+        metrics.REJECTED.labels("unknown", "not_found").inc()
+        return problem(404, "not_found", f"no source named '{source}'")
+    limit = config.body_limit(source)
+    if (request.content_length or 0) > limit:
+        return _too_large(source, limit)
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        return _too_large(source, limit)
+    secret_index = marketplace.verify(body, request.headers)
+    if secret_index is None:
+        reason = "missing" if not request.headers.get(marketplace.signature_header) else "invalid"
+        metrics.REJECTED.labels(source, "unauthorized").inc()
+        log.warning("webhook to %s refused: %s %s", source, reason, marketplace.signature_header)
+        return problem(401, "unauthorized", f"{reason} {marketplace.signature_header}")
+    try:
+        event = marketplace.parse(body)
+    except InvalidPayload as exc:
+        metrics.REJECTED.labels(source, "invalid_request").inc()
+        log.warning("webhook to %s refused: %s", source, exc)
+        return problem(400, "invalid_request", str(exc))
+    try:
+        recorded = intake.accept(config, store, event, body, secret_index)
+    except sa.exc.SQLAlchemyError as exc:
+        metrics.REJECTED.labels(source, "unavailable").inc()
+        log.error("webhook to %s not stored (the sender will retry): %s", source, type(exc).__name__)
+        return problem(503, "unavailable", "the connector cannot store events right now; retry later")
+    if recorded.duplicate:
+        metrics.DUPLICATES.labels(source).inc()
+        log.info("webhook %s %s for %s: duplicate of event %s", source, event.event_type, event.lead_id,
+                 recorded.event_id)
+        return jsonify(status="duplicate", event_id=recorded.event_id)
+    metrics.RECEIVED.labels(source).inc()
+    status = "accepted" if event.deliverable else "ignored"
+    log.info("webhook %s %s for %s: %s as event %s, %d deliveries (secret #%d)", source, event.event_type,
+             event.lead_id, status, recorded.event_id, recorded.deliveries, secret_index + 1)
+    return jsonify(status=status, event_id=recorded.event_id, deliveries=recorded.deliveries)
+
+
+def _too_large(source: str, limit: int) -> tuple[Response, int]:
+    metrics.REJECTED.labels(source, "too_large").inc()
+    return problem(413, "payload_too_large", f"body is larger than {limit} bytes")
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    _, store = _state()
+    if store.ping():
+        return jsonify(status="ready")
+    return problem(503, "unavailable", "the database is not reachable")
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Any:
+    config, store = _state()
+    token = config.server.metrics_token.get_secret_value() if config.server.metrics_token else ""
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return problem(401, "unauthorized", "metrics need the bearer token")
+    return Response(metrics.render(store), mimetype="text/plain; version=0.0.4")
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "invalid_request"}
+    status = exc.code or 500
+    return problem(status, codes.get(status, "invalid_request" if status < 500 else "internal_error"),
+                   exc.description or exc.name)
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    log.exception("unexpected error answering %s %s", request.method, request.path)
+    return problem(500, "internal_error", "unexpected server error; retry with backoff")
+
+
+def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
+    """The receiver app; without arguments it reads the config file named by CONNECTOR_CONFIG."""
+    config = config or load_config()
+    store = store or Store(config.database.url)
+    app = Flask(__name__)
+    # Flask's own cap, for chunked bodies that announce no length; per-source limits are checked above.
+    app.config["MAX_CONTENT_LENGTH"] = max([config.body_limit(name) for name in config.sources] or [0])
+    app.json.sort_keys = False
+    app.extensions["connector.config"] = config
+    app.extensions["connector.store"] = store
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    return app
