@@ -3,7 +3,7 @@
 Marketplace clients (connector/sources/*.py) build one `ApiClient` each and call `get`/`post`;
 everything about pacing and failure lives here, so every marketplace behaves the same:
 
-    budget = shared_budget("leaditio", api_key, requests_per_minute=60)
+    budget = shared_budget("leaditio", api_key, requests_per_minute=60, scope=base_url)
     client = ApiClient("leaditio", "https://leaditio.com/api/v1",
                        headers={"Authorization": f"Bearer {api_key}"}, budget=budget,
                        hints={401: "check LEADITIO_API_KEY"})
@@ -173,14 +173,17 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-_BUDGETS: dict[tuple[str, str], RateBudget] = {}
+_BUDGETS: dict[tuple[str, str, str], RateBudget] = {}
 _BUDGETS_LOCK = threading.Lock()
 
 
 def shared_budget(remote: str, api_key: str, *, requests_per_minute: int, window: float = 60.0,
-                  reset_margin: float = 0.5) -> RateBudget:
-    """The process-wide budget of one API key (created on first use; later settings are ignored)."""
-    key = (remote, hashlib.sha256(api_key.encode()).hexdigest())  # never keep the key itself around
+                  reset_margin: float = 0.5, scope: str = "") -> RateBudget:
+    """The process-wide budget of one API key (created on first use; later settings are ignored).
+
+    `scope` (the base URL) keeps keys of different servers apart, e.g. a sandbox and production.
+    """
+    key = (remote, scope, hashlib.sha256(api_key.encode()).hexdigest())  # never keep the key itself
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
@@ -234,6 +237,7 @@ class ApiClient:
         self.hints = dict(hints or {})  # status or remote code -> what the operator should do
         self.counters = Counters()
         self._local = threading.local()  # one requests.Session per thread
+        self._sessions: list[requests.Session] = []
 
     @property
     def session(self) -> requests.Session:
@@ -241,7 +245,15 @@ class ApiClient:
         if session is None:
             session = self._local.session = requests.Session()
             session.headers.update(self.headers)
+            self._sessions.append(session)
         return session
+
+    def close(self) -> None:
+        """Close every thread's connections (the client stays usable: new sessions open on demand)."""
+        sessions, self._sessions = self._sessions, []
+        self._local = threading.local()
+        for session in sessions:
+            session.close()
 
     def get(self, path: str, *, params: Mapping[str, Any] | None = None, missing_ok: bool = False) -> Any:
         """GET `path` and return its JSON; with `missing_ok`, None on 404. Retries as the policy says."""

@@ -1,12 +1,30 @@
-"""Leaditio: `lead.new` / `lead.updated` webhooks signed with X-Leaditio-Signature (hex HMAC-SHA256)."""
+"""Leaditio: `lead.new` / `lead.updated` webhooks signed with X-Leaditio-Signature (hex HMAC-SHA256),
+and its REST API (https://leaditio.com/api/v1) for backfill, account stats and webhook registration.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connector.apiclient import ApiClient, RetryPolicy, shared_budget
+from connector.errors import ConfigProblem, Permanent
 from connector.lead import InboundEvent
-from connector.sources.base import InvalidPayload, Marketplace, event_time
+from connector.sources.base import InvalidPayload, ListedPage, Marketplace, MarketplaceApi, event_time
+from connector.timeutil import parse_iso
+
+API_KEY_ENV = "LEADITIO_API_KEY"
+VERTICALS = ("solar", "insurance", "financial", "property")
+SCORE_TIERS = ("hot", "warm", "qualified")
+# What the list shows of a lead, compared with our stored copy to decide whether to fetch it again.
+LISTED_FIELDS = ("vertical", "sub_vertical", "first_name", "suburb", "province", "score_tier", "service_type")
 
 
 def canonical_lead(lead: dict[str, Any], contact: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -18,10 +36,135 @@ def canonical_lead(lead: dict[str, Any], contact: dict[str, Any] | None = None) 
     return out
 
 
+def content_hash(lead: dict[str, Any]) -> str:
+    """A short digest of a lead document: the same lead data always gives the same event key."""
+    return hashlib.sha256(json.dumps(lead, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+class ApiSettings(BaseModel):
+    """The `api:` block of a Leaditio source. Every key is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(default="https://leaditio.com/api/v1", description="the API root")
+    api_key: SecretStr | None = Field(default=None, description="write ${LEADITIO_API_KEY}; default: that variable")
+    requests_per_minute: int = Field(default=60, gt=0, description="your plan's limit, until the API's headers say")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    page_size: int = Field(default=100, ge=1, le=100, description="leads per list page (the API's maximum is 100)")
+    detail_concurrency: int = Field(default=4, ge=1, le=16,
+                                    description="lead details fetched at once (the rate limit still sets the pace)")
+    retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
+    backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
+    reset_margin: float = Field(default=0.5, ge=0, description="seconds added to X-RateLimit-Reset (clock skew)")
+
+
+class LeaditioApi(MarketplaceApi):
+    """Leaditio's REST API as the backfill and account commands use it (see MarketplaceApi)."""
+
+    FILTERS = ("vertical", "score_tier", "suburb", "date_from", "date_to")
+    HINTS = {
+        401: f"check {API_KEY_ENV} (Leaditio dashboard > Settings > API Access)",
+        403: "your Leaditio plan does not include API access: upgrade the plan or ask Leaditio",
+        429: "the API key's rate limit is spent; another process may be using the same key",
+        "invalid_request": "a filter or parameter was refused: check the command's options",
+        "internal_error": "Leaditio had a server error: run the same command again later (backfill resumes)",
+    }
+
+    def __init__(self, source_name: str, settings: ApiSettings, api_key: str):
+        self.source_name = source_name
+        self.settings = settings
+        self.page_size = settings.page_size
+        self.detail_concurrency = settings.detail_concurrency
+        budget = shared_budget("leaditio", api_key, requests_per_minute=settings.requests_per_minute,
+                               reset_margin=settings.reset_margin, scope=settings.base_url)
+        self.client = ApiClient("leaditio", settings.base_url, headers={"Authorization": f"Bearer {api_key}"},
+                                budget=budget, timeout=settings.timeout, hints=self.HINTS,
+                                retry=RetryPolicy(attempts=settings.retries, base=settings.backoff))
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the key allows (for ETAs)."""
+        return self.client.budget.rate
+
+    # --- backfill -------------------------------------------------------------------------
+    def list_params(self, filters: dict[str, Any]) -> dict[str, str]:
+        """Our filter names are Leaditio's query parameters; checked here so a typo costs no request."""
+        unknown = sorted(set(filters) - set(self.FILTERS))
+        if unknown:
+            raise ConfigProblem(f"Leaditio cannot filter by {', '.join(unknown)} "
+                                f"(it can by {', '.join(self.FILTERS)})", code="invalid_filter")
+        params = {k: str(v) for k, v in filters.items() if v not in (None, "")}
+        for name, allowed in (("vertical", VERTICALS), ("score_tier", SCORE_TIERS)):
+            if name in params and params[name] not in allowed:
+                raise ConfigProblem(f"Leaditio {name} must be one of {', '.join(allowed)}, not "
+                                    f"'{params[name]}'", code="invalid_filter")
+        return params
+
+    def pages(self, filters: dict[str, Any], resume: dict[str, Any] | None) -> Iterator[ListedPage]:
+        params = self.list_params(filters)
+        page = int((resume or {}).get("page", 1))
+        while True:
+            data = self.client.get("/leads", params={**params, "page": page, "limit": self.page_size})
+            if not isinstance(data, dict) or not isinstance(data.get("leads"), list):
+                raise Permanent("Leaditio answered GET /leads without a 'leads' list", code="unexpected_response")
+            leads = [lead for lead in data["leads"] if isinstance(lead, dict) and lead.get("id")]
+            total = data.get("total") if isinstance(data.get("total"), int) else None
+            yield ListedPage(leads=leads, resume={"page": page + 1}, total=total)
+            if len(data["leads"]) < self.page_size or (total is not None and page * self.page_size >= total):
+                return
+            page += 1
+
+    def detail(self, listed: dict[str, Any]) -> InboundEvent | None:
+        lead_id = str(listed["id"])
+        data = self.client.get(f"/leads/{quote(lead_id, safe='')}", missing_ok=True)
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not data.get("id"):
+            raise Permanent(f"Leaditio answered GET /leads/{lead_id} without a lead", code="unexpected_response")
+        body = dict(data)
+        contact = body.pop("contact", None)
+        lead = canonical_lead(body, contact if isinstance(contact, dict) else None)
+        occurred = event_time(lead.get("delivered_at"), lead.get("created_at")) or time.time()
+        return InboundEvent(source=self.source_name, event_key=f"backfill:{lead_id}:{content_hash(lead)}",
+                            event_type="lead.new", occurred_at=occurred, lead_id=lead_id, lead=lead,
+                            origin="backfill")
+
+    def needs_detail(self, listed: dict[str, Any], stored: dict[str, Any] | None) -> bool:
+        """Fetch unless our copy is as new as the listing: same delivery time and listed fields, or newer."""
+        if stored is None:
+            return True
+        listed_at, stored_at = parse_iso(listed.get("delivered_at")), parse_iso(stored.get("delivered_at"))
+        if listed_at is not None and stored_at is not None and listed_at != stored_at:
+            return listed_at > stored_at
+        return any(key in listed and listed[key] != stored.get(key) for key in LISTED_FIELDS)
+
+    # --- account --------------------------------------------------------------------------
+    def register_webhook(self, url: str, secret: str, events: list[str]) -> dict[str, Any]:
+        answer = self.client.post("/leads/webhook", json={"url": url, "secret": secret, "events": events})
+        return answer if isinstance(answer, dict) else {}
+
+    def stats(self) -> dict[str, Any]:
+        answer = self.client.get("/account/stats")
+        return answer if isinstance(answer, dict) else {}
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class Leaditio(Marketplace):
     name = "leaditio"
     signature_header = "X-Leaditio-Signature"
     deliverable_events = frozenset({"lead.new", "lead.updated"})
+    ApiSettings = ApiSettings
+
+    def api(self) -> LeaditioApi:
+        settings: ApiSettings = self.api_settings()
+        key = settings.api_key.get_secret_value() if settings.api_key else os.environ.get(API_KEY_ENV, "")
+        if not key.strip():
+            raise ConfigProblem(f"no Leaditio API key: set {API_KEY_ENV} (Leaditio dashboard > Settings > "
+                                f"API Access), or api_key: ${{SOME_VAR}} under sources.{self.source_name}.api",
+                                code="no_api_key")
+        return LeaditioApi(self.source_name, settings, key.strip())
 
     def parse(self, body: bytes) -> InboundEvent:
         payload = self.load_json(body)
