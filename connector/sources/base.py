@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from connector.lead import InboundEvent
 
@@ -31,16 +31,20 @@ class ListedPage:
     total: int | None = None
 
 
-class MarketplaceApi(ABC):
-    """A marketplace REST client, as backfill and the account commands use it."""
+class MarketplaceApi:
+    """A marketplace REST client, as backfill and the account commands use it.
 
-    @abstractmethod
+    Every call is optional: a marketplace implements what its API offers, and the commands say
+    plainly "this marketplace has no ..." for the rest (LeadNod, for one, has no lead list).
+    """
+
     def pages(self, filters: dict[str, Any], resume: dict[str, Any] | None) -> Iterator[ListedPage]:
         """Yield list pages from `resume` (None: the start) until the list ends."""
+        raise NotImplementedError("this marketplace has no lead list to backfill from")
 
-    @abstractmethod
     def detail(self, listed: dict[str, Any]) -> InboundEvent | None:
         """The full lead behind a listed summary, as an event; None when it is gone (404)."""
+        raise NotImplementedError("this marketplace has no lead list to backfill from")
 
     def needs_detail(self, listed: dict[str, Any], stored: dict[str, Any] | None) -> bool:
         """Whether the stored copy (or nothing) is older than what the list shows."""
@@ -51,6 +55,9 @@ class MarketplaceApi(ABC):
 
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError("this marketplace has no statistics API")
+
+    def close(self) -> None:  # noqa: B027 - clients without a session have nothing to release
+        """Release connections once a command is done with the client."""
 
 
 class InvalidPayload(Exception):
@@ -115,6 +122,23 @@ class Marketplace(ABC):
         """The marketplace's REST client (backfill, stats, webhook registration), if it has one."""
         raise NotImplementedError(f"the {self.name} marketplace has no API client")
 
+    def api_settings(self) -> Any:
+        """This source's `api:` block as the marketplace's ApiSettings; a ConfigError names the key."""
+        from connector.errors import ConfigError
+
+        if self.ApiSettings is None:
+            raise ConfigError(f"the {self.name} marketplace has no API", key=f"sources.{self.source_name}")
+        try:
+            return self.ApiSettings.model_validate(self.config.api or {})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'api'}: {err['msg']}"
+                                 for err in exc.errors())
+            raise ConfigError(problems, key=f"sources.{self.source_name}.api") from None
+
+    def webhook_events(self) -> list[str]:
+        """Event types to subscribe to when registering a webhook: `events:` in config, else the deliverable ones."""
+        return list(self.config.events) if self.config.events else sorted(self.deliverable_events)
+
 
 def event_time(*candidates: Any) -> float | None:
     from connector.timeutil import parse_iso
@@ -124,3 +148,24 @@ def event_time(*candidates: Any) -> float | None:
         if parsed is not None:
             return parsed
     return None
+
+
+def split_name(full_name: Any) -> tuple[str | None, str | None]:
+    """`"Raj Sharma"` -> ("Raj", "Sharma"); `"Sharma, Raj"` -> ("Raj", "Sharma").
+
+    Marketplaces that send one name field still need first and last names for CRMs. The first word
+    is the first name and the rest the last name (so "Anna van der Berg" keeps her particles). A
+    single word is the last name, because that is the field CRMs require (Salesforce LastName).
+    """
+    if not isinstance(full_name, str):
+        return None, None
+    if "," in full_name:
+        last, _, first = full_name.partition(",")
+        first, last = " ".join(first.split()), " ".join(last.split())
+        return first or None, last or None
+    words = full_name.split()
+    if not words:
+        return None, None
+    if len(words) == 1:
+        return None, words[0]
+    return words[0], " ".join(words[1:])
