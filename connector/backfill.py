@@ -1,0 +1,442 @@
+"""Backfill: every historical lead of a marketplace, through the same queue as webhooks, resumable.
+
+Works for any `MarketplaceApi`: it pages the marketplace's lead list, asks the store which leads it
+already holds (`Store.known_leads`), fetches the full lead only where the list shows something we
+do not have (`MarketplaceApi.needs_detail`), and records the events of each page together with a
+checkpoint in one transaction (`Store.record_events(..., checkpoint=...)`). So:
+
+- a crash, Ctrl-C or dyno restart loses at most the page in flight, and the next run resumes there;
+- a re-run creates no duplicates (event keys come from the lead id and its content) and costs
+  about one list call per 100 leads;
+- memory holds one page, however many leads there are.
+
+Events made here (origin "backfill"):
+- `lead.new`: a lead we did not have, dated by the lead's own timestamps (delivered_at, created_at);
+  also a lead we have whose routed destinations never got it (e.g. a CRM connected today): queued
+  to those destinations only, from the stored copy, without an API call.
+- `lead.updated`: a lead we have, but the list shows a newer version; dated when the backfill saw
+  it, so the stale-update rule lets it replace the older copy and any later webhook still wins.
+
+A list that moves under us (its total changes between pages: leads added or deleted) can shift
+leads between pages; the backfill then makes another pass over the list (cheap: stored leads cost
+no detail calls), at most `MAX_PASSES` in all. A page that repeats the previous one ends the pass
+with a warning instead of looping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector.config import Config
+from connector.errors import ConfigProblem, ConnectorError, Permanent
+from connector.intake import destinations_for
+from connector.lead import InboundEvent, mapping_input
+from connector.logs import redact
+from connector.sources.base import ListedPage, MarketplaceApi, event_time
+from connector.store import Store
+from connector.store.schema import deliveries, events
+
+log = logging.getLogger(__name__)
+
+MAX_PASSES = 3
+FAILED_IDS_KEPT = 50  # lead ids remembered in the checkpoint for the summary
+STATE_VERSION = 1
+
+
+@dataclass
+class Counts:
+    """What a backfill job did, over all its runs (kept in the checkpoint)."""
+
+    listed: int = 0  # leads seen in the list (first pass)
+    fetched: int = 0  # full leads read from the API
+    already_present: int = 0  # stored with the same or newer data and queued to every routed destination
+    enqueued: int = 0  # events recorded (new leads, updates, leads for destinations that lacked them)
+    deliveries: int = 0  # deliveries those events created
+    skipped: int = 0  # gone between list and detail, routed nowhere, or already recorded
+    gone: int = 0  # of skipped: deleted between list and detail (404)
+    unrouted: int = 0  # of skipped: no route or --destination takes them (recorded, not delivered)
+    failed: int = 0  # refused by the API for this lead alone (the run goes on)
+    pages: int = 0  # list pages read
+    rechecked: int = 0  # leads seen again in an extra pass after the list moved
+    mapping_errors: int = 0  # dry run only: leads a destination's mapping would refuse
+
+    def add(self, other: Counts) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class Job:
+    """What to backfill. The job key (checkpoint name) is a hash of the source, filters and destinations."""
+
+    source: str
+    filters: dict[str, Any] = field(default_factory=dict)  # marketplace filter name -> value
+    destinations: list[str] | None = None  # None: the source's routes
+
+    def __post_init__(self) -> None:
+        self.filters = {k: v for k, v in sorted(self.filters.items()) if v not in (None, "")}
+        if self.destinations is not None:
+            self.destinations = sorted(dict.fromkeys(self.destinations))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"source": self.source, "filters": self.filters, "destinations": self.destinations}
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.params, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Sample:
+    """One mapped record of a dry run (phone numbers and emails masked)."""
+
+    destination: str
+    lead_id: str
+    event_type: str
+    values: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass
+class Progress:
+    """Handed to the progress callback after every lead."""
+
+    done: int  # leads handled in this pass (resumed runs start at the checkpoint's count)
+    total: int | None  # leads the list says match (None: unknown)
+    counts: Counts
+    requests: int  # API requests made by this run
+    rate: float | None  # requests per second the API key allows
+    passes: int
+
+
+@dataclass
+class Result:
+    job: Job
+    counts: Counts
+    done: bool  # the whole list was covered
+    resumed: bool  # continued from a checkpoint
+    dry_run: bool
+    requests: int = 0  # API requests in this run
+    rate_limited: int = 0  # 429s in this run
+    passes: int = 1
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # why the run stopped early (resumable)
+    failed_ids: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.counts.failed == 0 and not self.warnings
+
+
+class Stop(Exception):
+    """The run cannot go on (credentials, API down after retries); the checkpoint is kept."""
+
+
+class Backfill:
+    def __init__(self, config: Config, store: Store, job: Job, api: MarketplaceApi, *, limit: int | None = None,
+                 dry_run: bool = False, sample_size: int = 3, concurrency: int | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
+        if job.source not in config.sources:
+            raise ConfigProblem(f"no source named '{job.source}'")
+        for name in job.destinations or []:
+            if name not in config.destinations:
+                raise ConfigProblem(f"no destination named '{name}' (known: {', '.join(config.destinations)})")
+        self.config = config
+        self.store = store
+        self.job = job
+        self.api = api
+        self.limit = limit
+        self.dry_run = dry_run
+        self.sample_size = sample_size
+        self.concurrency = concurrency or int(getattr(api, "detail_concurrency", 1) or 1)
+        self.on_progress = on_progress
+        self.marketplace = config.sources[job.source].marketplace
+        self._routed_here = {r.destination for r in config.routes_for(job.source)}
+        self._mappings: dict[str, Any] = {}
+        self._handled = 0  # leads handled by this run (for --limit)
+        self._samples: list[Sample] = []
+
+    # --- the run --------------------------------------------------------------------------
+    def run(self, *, restart: bool = False) -> Result:
+        state, resumed = self._initial_state(restart)
+        counts = Counts(**state["counts"])
+        result = Result(self.job, counts, done=False, resumed=resumed, dry_run=self.dry_run,
+                        passes=state["pass"], failed_ids=list(state["failed_ids"]))
+        start_requests = self._api_counter("requests")
+        start_429 = self._api_counter("rate_limited")
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="backfill-detail")
+        try:
+            self._passes(state, counts, result, executor)
+        except Stop as exc:
+            result.error = str(exc)
+        except ConnectorError as exc:
+            result.error = exc.describe()
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            result.requests = self._api_counter("requests") - start_requests
+            result.rate_limited = self._api_counter("rate_limited") - start_429
+            result.passes = state["pass"]
+            result.failed_ids = list(state["failed_ids"])
+            result.samples = self._samples
+        return result
+
+    def _passes(self, state: dict[str, Any], counts: Counts, result: Result, executor: ThreadPoolExecutor) -> None:
+        while True:
+            finished = self._one_pass(state, counts, result, executor)
+            if not finished:  # --limit reached: the checkpoint says where to go on
+                return
+            if state["list_changed"] and state["pass"] < MAX_PASSES:
+                log.info("the lead list changed during pass %d (total %s); checking it once more",
+                         state["pass"], state["total"])
+                state.update({"pass": state["pass"] + 1, "resume": None, "last_ids": [], "list_changed": False,
+                              "total": None, "done_in_pass": 0, "page_offset": 0})
+                self._commit([], state, counts, done=False)
+                continue
+            if state["list_changed"]:
+                result.warnings.append(f"the lead list was still changing after {MAX_PASSES} passes; "
+                                       "run the backfill again later to pick up leads that moved")
+            result.done = True
+            self._commit([], state, counts, done=True)
+            return
+
+    def _one_pass(self, state: dict[str, Any], counts: Counts, result: Result, executor: ThreadPoolExecutor) -> bool:
+        """Read the list from the checkpoint on; False when --limit stopped it early."""
+        for page in self._pages(state):
+            ids = [str(lead["id"]) for lead in page.leads]
+            if ids and ids == state["last_ids"]:
+                result.warnings.append(f"the list repeated a page (pass {state['pass']}, after "
+                                       f"{state['done_in_pass']} leads): stopped this pass instead of looping; "
+                                       "leads after it may be missing, run the backfill again later")
+                log.warning("list page repeats the previous one; ending the pass")
+                return True
+            if page.total is not None:
+                if state["total"] is not None and page.total != state["total"]:
+                    state["list_changed"] = True
+                state["total"] = page.total
+            leads = page.leads
+            offset = state.pop("page_offset", 0) or 0
+            room = None if self.limit is None else self.limit - self._handled
+            partial = room is not None and room < len(leads) - offset
+            take = leads[: offset + room] if partial and room is not None else leads
+            page_counts = Counts(pages=1)
+            batch = self._handle(take, offset, state, page_counts, executor, counts)
+            counts.add(page_counts)
+            if partial:
+                state["page_offset"] = len(take)  # resume re-reads this page and skips what is done
+            else:
+                state.update(resume=page.resume, last_ids=ids, page_offset=0)
+            self._commit(batch, state, counts, done=False)
+            if partial or (self.limit is not None and self._handled >= self.limit):
+                return False  # the next run resumes here (one more list call if this was the last page)
+        return True
+
+    def _pages(self, state: dict[str, Any]) -> Iterator[ListedPage]:
+        return self.api.pages(dict(self.job.filters), state["resume"])
+
+    # --- one page -------------------------------------------------------------------------
+    def _handle(self, leads: Sequence[dict[str, Any]], offset: int, state: dict[str, Any], counts: Counts,
+                executor: ThreadPoolExecutor, job_counts: Counts) -> list[tuple[InboundEvent, list[str], bytes]]:
+        ids = [str(lead["id"]) for lead in leads]
+        known = self.store.known_leads(self.job.source, ids)
+        already_done = set(ids[:offset]) & set(known)  # handled by the run that stopped mid-page
+        batch: list[tuple[InboundEvent, list[str], bytes]] = []
+        to_fetch: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        unchanged: list[dict[str, Any]] = []
+        first_pass = state["pass"] == 1
+        for index, listed in enumerate(leads):
+            lead_id = str(listed["id"])
+            if index < offset and lead_id in already_done:
+                continue
+            self._handled += 1
+            if first_pass:
+                counts.listed += 1
+            else:
+                counts.rechecked += 1
+            stored = known.get(lead_id)
+            if stored is not None and not self.api.needs_detail(listed, stored):
+                unchanged.append(stored)
+            else:
+                to_fetch.append((listed, stored))
+        batch.extend(self._missing_destinations(unchanged, counts, first_pass))
+        self._progress(state, counts, job_counts, len(unchanged))
+        futures: list[Future[InboundEvent | None]] = [executor.submit(self.api.detail, listed)
+                                                       for listed, _ in to_fetch]
+        for (listed, stored), future in zip(to_fetch, futures, strict=True):
+            item = self._fetched(listed, stored, future, state, counts)
+            if item is not None:
+                batch.append(item)
+            self._progress(state, counts, job_counts, 1)
+        return batch
+
+    def _fetched(self, listed: dict[str, Any], stored: dict[str, Any] | None, future: Future[InboundEvent | None],
+                 state: dict[str, Any], counts: Counts) -> tuple[InboundEvent, list[str], bytes] | None:
+        lead_id = str(listed["id"])
+        try:
+            event = future.result()
+        except Permanent as exc:
+            if exc.status == 404:
+                counts.skipped += 1
+                counts.gone += 1
+                return None
+            counts.failed += 1
+            if len(state["failed_ids"]) < FAILED_IDS_KEPT:
+                state["failed_ids"].append(lead_id)
+            log.error("lead %s: %s", lead_id, redact(exc.describe()))
+            return None
+        except ConnectorError as exc:  # credentials, or the API still failing after retries: stop here
+            raise Stop(exc.describe()) from None
+        if event is None:
+            counts.skipped += 1
+            counts.gone += 1
+            return None
+        counts.fetched += 1
+        if stored is None:
+            event = replace(event, event_type="lead.new", origin="backfill")
+        else:
+            event = replace(event, event_type="lead.updated", origin="backfill", occurred_at=time.time())
+        return self._enqueue(event, self._targets(event), counts)
+
+    def _missing_destinations(self, stored_leads: list[dict[str, Any]], counts: Counts,
+                              first_pass: bool) -> list[tuple[InboundEvent, list[str], bytes]]:
+        """Leads we hold with current data: queue them only to routed destinations that never had them."""
+        if not stored_leads:
+            return []
+        have = delivered_destinations(self.store, self.job.source, [str(s["id"]) for s in stored_leads])
+        out = []
+        for stored in stored_leads:
+            lead_id = str(stored["id"])
+            occurred = event_time(stored.get("delivered_at"), stored.get("created_at")) or time.time()
+            event = InboundEvent(source=self.job.source, event_key="", event_type="lead.new", occurred_at=occurred,
+                                 lead_id=lead_id, lead=stored, origin="backfill")
+            missing = [d for d in self._targets(event) if d not in have.get(lead_id, set())]
+            if not missing:
+                if first_pass:
+                    counts.already_present += 1
+                continue
+            out.append(self._enqueue(event, missing, counts))
+        return out
+
+    def _targets(self, event: InboundEvent) -> list[str]:
+        """The routed destinations; with --destination, those of them (a chosen one without a route: all)."""
+        routed = destinations_for(self.config, event)
+        if self.job.destinations is None:
+            return routed
+        return [d for d in self.job.destinations if d in routed or d not in self._routed_here]
+
+    def _enqueue(self, event: InboundEvent, targets: list[str], counts: Counts,
+                 ) -> tuple[InboundEvent, list[str], bytes]:
+        digest = hashlib.sha256(json.dumps(event.lead, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        event = replace(event, event_key=f"backfill:{event.lead_id}:{digest[:20]}:{','.join(sorted(targets))}")
+        body = json.dumps({"origin": "backfill", "job": self.job.key, "destinations": sorted(targets),
+                           "lead": event.lead}, sort_keys=True, separators=(",", ":")).encode()
+        if not targets:
+            counts.skipped += 1
+            counts.unrouted += 1
+        if self.dry_run:
+            self._sample(event, targets, counts)
+        return event, targets, body
+
+    # --- writing ----------------------------------------------------------------------------
+    def _commit(self, batch: list[tuple[InboundEvent, list[str], bytes]], state: dict[str, Any], counts: Counts,
+                *, done: bool) -> None:
+        """Record a page's events and the checkpoint after it in one transaction."""
+        if self.dry_run:
+            counts.enqueued += sum(1 for _, targets, _ in batch if targets)
+            counts.deliveries += sum(len(targets) for _, targets, _ in batch)
+            return
+        state["counts"] = asdict(counts)
+        checkpoint = (self.job.source, self.job.key, self.job.params, state, done)
+        recorded = self.store.record_events(batch, checkpoint=checkpoint)
+        for (_, targets, _), outcome in zip(batch, recorded, strict=True):
+            if not targets:
+                continue  # counted as unrouted already
+            if outcome.duplicate:
+                counts.skipped += 1
+            else:
+                counts.enqueued += 1
+                counts.deliveries += outcome.deliveries
+        if batch:
+            # Only now do we know what the store made of the page; a crash between the two writes
+            # costs nothing but these counters.
+            state["counts"] = asdict(counts)
+            self.store.save_checkpoint(*checkpoint[:3], state, done)
+
+    def _initial_state(self, restart: bool) -> tuple[dict[str, Any], bool]:
+        fresh = {"version": STATE_VERSION, "pass": 1, "resume": None, "total": None, "last_ids": [],
+                 "list_changed": False, "done_in_pass": 0, "page_offset": 0, "counts": asdict(Counts()),
+                 "failed_ids": [], "started_at": time.time()}
+        if self.dry_run:
+            return fresh, False
+        saved = self.store.checkpoint(self.job.source, self.job.key)
+        if restart or saved is None or saved["done"] or saved["state"].get("version") != STATE_VERSION:
+            return fresh, False
+        return {**fresh, **saved["state"]}, True
+
+    # --- dry run ----------------------------------------------------------------------------
+    def _sample(self, event: InboundEvent, targets: list[str], counts: Counts) -> None:
+        document = mapping_input(event.lead, source=event.source, event=event.event_type,
+                                 marketplace=self.marketplace)
+        for name in targets:
+            mapping = self._mapping(name)
+            if mapping is None:
+                continue
+            try:
+                values: dict[str, Any] | None = mask(mapping.apply(document).values)
+                error = None
+            except ConnectorError as exc:
+                counts.mapping_errors += 1
+                values, error = None, redact(exc.describe())
+            errors = sum(1 for sample in self._samples if sample.error)
+            if (error is None and len(self._samples) - errors < self.sample_size) or (error and errors < self.sample_size):
+                self._samples.append(Sample(name, str(event.lead_id), event.event_type, values, error))
+
+    def _mapping(self, name: str) -> Any:
+        if name not in self._mappings:
+            self._mappings[name] = self.config.load_mapping(name) if self.config.destinations[name].mapping else None
+        return self._mappings[name]
+
+    # --- progress -------------------------------------------------------------------------------
+    def _progress(self, state: dict[str, Any], counts: Counts, job_counts: Counts, handled: int) -> None:
+        state["done_in_pass"] = state.get("done_in_pass", 0) + handled
+        if self.on_progress is None or handled == 0:
+            return
+        merged = Counts(**asdict(job_counts))
+        merged.add(counts)
+        rate = getattr(self.api, "rate", None)
+        self.on_progress(Progress(done=state["done_in_pass"], total=state["total"], counts=merged,
+                                  requests=self._api_counter("requests"), rate=rate, passes=state["pass"]))
+
+    def _api_counter(self, name: str) -> int:
+        client = getattr(self.api, "client", None)
+        return int(getattr(getattr(client, "counters", None), name, 0) or 0)
+
+
+def delivered_destinations(store: Store, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
+    if not lead_ids:
+        return {}
+    query = (sa.select(events.c.lead_id, deliveries.c.destination).distinct()
+             .join(deliveries, deliveries.c.event_id == events.c.id)
+             .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids))))
+    out: dict[str, set[str]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(query):
+            out.setdefault(row.lead_id, set()).add(row.destination)
+    return out
+
+
+def mask(values: dict[str, Any]) -> dict[str, Any]:
+    """Mapped values with phone numbers and emails masked (dry-run output lands in logs)."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
