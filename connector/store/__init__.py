@@ -224,16 +224,18 @@ class Store:
             return [Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at, bool(r.force),
                             r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json)) for r in rows]
 
-    def due_count(self, destinations: Sequence[str]) -> int:
-        """Deliveries due now (leased ones included) for destinations that are not paused."""
+    def due_count(self, destinations: Sequence[str], before: float | None = None) -> int:
+        """Deliveries due by `before` (default now; leased ones included), of destinations not paused."""
         now = time.time()
-        active = [d for d in destinations if self.pauses().get(d, {}).get("until", 0) <= now]
+        before = now if before is None else before
+        pauses = self.pauses()
+        active = [d for d in destinations if pauses.get(d, {}).get("until", 0) <= before]
         if not active:
             return 0
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
                 deliveries.c.state == PENDING, deliveries.c.destination.in_(active),
-                deliveries.c.next_attempt_at <= now)).scalar() or 0
+                deliveries.c.next_attempt_at <= before)).scalar() or 0
 
     def lead_states(self, destination: str, keys: Sequence[str]) -> dict[str, tuple[float, str | None]]:
         if not keys:

@@ -196,12 +196,13 @@ class Worker:
 
     # --- loops -----------------------------------------------------------------------
     def drain(self, destinations: Iterable[str] | None = None, timeout: float = 60.0) -> None:
-        """Deliver until nothing is due (tests, benchmarks, `connector worker --drain`)."""
+        """Deliver until nothing falls due within `timeout` (tests, benchmarks, `worker --drain`)."""
         names = list(destinations or self.config.destinations)
         deadline = time.monotonic() + timeout
+        wall_deadline = time.time() + timeout
         while time.monotonic() < deadline:
             if sum(self.run_once(n) for n in names) == 0:
-                if self.store.due_count(names) == 0:
+                if self.store.due_count(names, before=wall_deadline) == 0:
                     return
                 time.sleep(0.02)
 
