@@ -10,7 +10,8 @@ Real HTTP (werkzeug) on 127.0.0.1 with an ephemeral port, in a thread:
   real per-minute window), `X-RateLimit-Limit/Remaining/Reset` on every answer, 429 rate_limited
   with `Retry-After` (seconds or an HTTP date) when the window is spent.
 - Faults to script: `fail_next(n, status)`, `fail_after(n)` (every request after the n-th answers
-  500: a dead API), `on_list` hook (e.g. delete a lead between list and detail, add leads mid-run).
+  500: a dead API), `on_list` hook (e.g. delete a lead between list and detail, add leads mid-run),
+  `ignore_page` (every page is page 1).
 - Counters: requests per kind, 429s, detail calls.
 
 Run standalone (for the benchmark, so the server does not share the client's interpreter):
@@ -103,6 +104,7 @@ class FakeLeaditioApi:
         self.served = 0
         self._fail_next: list[int] = []
         self._fail_after: int | None = None
+        self.ignore_page = False  # a misbehaving API: every page is the first one
         self.on_list: Callable[[FakeLeaditioApi, list[dict[str, Any]]], None] | None = None
         self.app = self._build_app()
         self._server: Any = None
@@ -236,7 +238,8 @@ class FakeLeaditioApi:
                 matching = [lead for lead in fake.leads.values() if _matches(lead, args)]
                 fake.requests["list"] += 1
             matching.sort(key=lambda lead: (lead["delivered_at"], lead["id"]), reverse=True)
-            chunk = matching[(page - 1) * limit: page * limit]
+            first = 0 if fake.ignore_page else (page - 1) * limit
+            chunk = matching[first: first + limit]
             summaries = [{k: lead[k] for k in LIST_FIELDS if k in lead} for lead in chunk]
             if fake.on_list is not None:
                 fake.on_list(fake, summaries)
@@ -322,3 +325,12 @@ def _serve_forever(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _serve_forever(sys.argv[1:])
+
+
+def source_config(url: str, *, api: dict[str, Any] | None = None, **source: Any) -> dict[str, Any]:
+    """A `sources:` block with a Leaditio source pointing at a fake (fast retries, small clock margin)."""
+    return {"leaditio": {"marketplace": "leaditio",
+                         "secrets": ["${LEADITIO_WEBHOOK_SECRET}", "${LEADITIO_WEBHOOK_SECRET_PREVIOUS:-}"],
+                         "api": {"base_url": url, "api_key": "${LEADITIO_API_KEY}", "backoff": 0.001,
+                                 "reset_margin": 0.01, "retries": 2, **(api or {})},
+                         **source}}
