@@ -12,8 +12,8 @@ from rich.console import Console
 from connector.config import Config, config_path, load_config
 from connector.errors import ConfigError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
