@@ -107,6 +107,10 @@ RULES: list[Rule] = [
     # --- HubSpot ----------------------------------------------------------------------
     Rule("hubspot", 401, None, ConfigProblem),
     Rule("hubspot", 403, None, ConfigProblem),
+    Rule("hubspot", None, "NON_UNIQUE_ID_PROPERTY", ConfigProblem),  # id_property lacks hasUniqueValue
+    Rule("hubspot", None, "PROPERTY_DOESNT_EXIST", ConfigProblem),  # the mapping names a missing property
+    Rule("hubspot", None, "READ_ONLY_VALUE", ConfigProblem),  # the mapping writes a read-only property
+    Rule("hubspot", None, "DUPLICATE_ID_IN_BATCH", Retryable),  # goes again in a later batch
     Rule("hubspot", 429, "DAILY", RateLimited, (("pause_destination", True),)),
     Rule("hubspot", 429, None, RateLimited),
     # --- Marketplace APIs (backfill and account calls) --------------------------------

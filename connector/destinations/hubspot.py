@@ -1,0 +1,601 @@
+"""HubSpot: each lead becomes (or updates) one contact, up to 100 per call, within HubSpot's limits.
+
+Leads are upserted with `POST /crm/v3/objects/{object}/batch/upsert` by a unique property
+(`id_property`: our own `leaditio_lead_id`, created with unique values by `connector crm setup`, or
+`email`), so a retried batch never makes a second contact. Every input carries
+`objectWriteTraceId` = its delivery id: HubSpot's per-record errors (207) name it, and only those
+records fail. A whole batch refused for one bad input (400/409) is split: the inputs HubSpot's
+message points at fail, the rest go again in the same `send()`.
+
+Pacing: one request budget per access token, shared by every worker thread of the process
+(`connector.apiclient.shared_budget`), sized by `requests_per_10s`; a 429 for the ten-secondly
+window holds every thread, waits and resends (a few times, then the worker reschedules); the
+daily limit pauses the destination until midnight in the account's time zone without
+failing a lead. urllib3's own retries never retry a POST on a status, so we classify here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import urllib3
+from pydantic import Field, SecretStr, field_validator
+from urllib3.util.retry import Retry
+
+from connector.apiclient import Counters, RateBudget, shared_budget
+from connector.destinations import _hubspot_errors as answers
+from connector.destinations import _hubspot_schema as schema
+from connector.destinations.base import (
+    Destination,
+    DestinationSettings,
+    OutboundRecord,
+    Outcome,
+    UpdatePolicy,
+)
+from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
+
+if TYPE_CHECKING:
+    from connector.mapping import Mapping
+
+log = logging.getLogger(__name__)
+
+WINDOW_SAFETY = 1.05  # we count a request when it leaves, HubSpot when it arrives: keep a margin
+MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
+DEFAULT_MAPPING = Path("mappings") / "hubspot.yaml"
+
+
+class Settings(DestinationSettings):
+    access_token: SecretStr = Field(description="the private app's access token, as ${HUBSPOT_ACCESS_TOKEN}")
+    id_property: str = Field(default="leaditio_lead_id",
+                             description="the unique property contacts are matched on: leaditio_lead_id "
+                                         "(one contact per lead) or email (one contact per person)")
+    object: str = Field(default="contacts", description="the CRM object leads become")
+    requests_per_10s: int = Field(default=100, ge=1, le=1000,
+                                  description="the account's burst limit: 100 (Free/Starter), 190 "
+                                              "(Professional/Enterprise), 250 (API limit increase)")
+    daily_limit: int | None = Field(default=None, ge=1,
+                                    description="stop at this many requests a day (HubSpot's daily limit is "
+                                                "shared with every other private app of the account)")
+    timeout: float = Field(default=30.0, gt=0, description="seconds to wait for one HubSpot answer")
+    host: str = Field(default="https://api.hubapi.com", description="HubSpot's API; change only for tests")
+    ca_bundle: str | None = Field(default=None, description="CA file for an intercepting proxy")
+    client_side_validation: bool = Field(default=False,
+                                         description="let the SDK check every request and answer against "
+                                                     "HubSpot's API spec (tests)")
+    property_group: str = Field(default="leaditio", description="where `crm setup` puts the custom properties")
+    property_group_label: str = "Lead marketplace"
+    account_timezone: str = Field(default="Africa/Johannesburg",
+                                  description="the HubSpot account's time zone: the daily limit resets at "
+                                              "its midnight")
+    match_existing: bool | None = Field(
+        default=None,
+        description="read a contact before first writing it, so on_create/if_empty fields never overwrite a "
+                    "contact that already existed; default: on when id_property is email")
+    rate_window: float = Field(default=10.0, gt=0,
+                               description="seconds of HubSpot's rolling window; change only for tests")
+    rate_limit_retries: int = Field(default=3, ge=0,
+                                    description="how often one send waits out a ten-secondly 429 before "
+                                                "the worker reschedules the batch")
+
+    @field_validator("account_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (example: Africa/Johannesburg)") from None
+        return value
+
+
+# --- the daily quota, shared like the rate budget -------------------------------------------
+class DailyQuota:
+    """Requests counted per account day, and "spent until" once HubSpot says the day is over."""
+
+    def __init__(self, limit: int | None, zone: ZoneInfo, clock: Callable[[], float] = time.time):
+        self.limit, self.zone, self._clock = limit, zone, clock
+        self._lock = threading.Lock()
+        self._day_ends = 0.0
+        self._used = 0
+        self._spent_until = 0.0
+
+    def next_midnight(self, now: float | None = None) -> float:
+        local = datetime.fromtimestamp(self._clock() if now is None else now, self.zone)
+        tomorrow = (local + timedelta(days=1)).date()
+        return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone).timestamp()
+
+    def take(self) -> float | None:
+        """Count one request: None if it may go, else the time the quota comes back."""
+        with self._lock:
+            now = self._clock()
+            if now < self._spent_until:
+                return self._spent_until
+            if now >= self._day_ends:
+                self._day_ends, self._used = self.next_midnight(now), 0
+            if self.limit is not None and self._used >= self.limit:
+                return self._day_ends
+            self._used += 1
+            return None
+
+    def spend_until(self, when: float) -> None:
+        with self._lock:
+            self._spent_until = max(self._spent_until, when)
+
+
+_quota_lock = threading.Lock()
+_quotas: dict[str, DailyQuota] = {}
+
+
+def shared_quota(token_digest: str, limit: int | None, zone: ZoneInfo) -> DailyQuota:
+    with _quota_lock:
+        quota = _quotas.get(token_digest)
+        if quota is None:
+            quota = _quotas[token_digest] = DailyQuota(limit, zone)
+        quota.limit, quota.zone = limit, zone
+        return quota
+
+
+# --- one lead on its way --------------------------------------------------------------------
+@dataclass
+class _Item:
+    record: OutboundRecord
+    key: str  # the id property's value, as HubSpot compares it
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trace(self) -> str:
+        return str(self.record.delivery_id)
+
+
+class _Refused(Exception):
+    """HubSpot refused a whole request (4xx other than 429): the caller decides what it means."""
+
+    def __init__(self, error: answers.HubSpotError):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class _Apis:
+    objects: Any  # hubspot.crm.objects.BatchApi
+    properties: Any  # hubspot.crm.properties.CoreApi
+    groups: Any  # hubspot.crm.properties.GroupsApi
+    objects_config: Any
+    properties_config: Any
+    exceptions: tuple[type[Exception], ...]
+
+
+def hubspot_value(value: Any) -> str:
+    """HubSpot takes every property value as text: booleans as true/false, lists `;`-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, list | tuple | set):
+        return ";".join(hubspot_value(v) for v in value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+class HubSpotDestination(Destination):
+    kind = "hubspot"
+    Settings = Settings
+    max_batch = 100
+
+    def __init__(self, name: str, settings: Settings):
+        super().__init__(name, settings)
+        self.settings: Settings = settings
+        self._token = settings.access_token.get_secret_value().strip()
+        digest = hashlib.sha256(self._token.encode()).hexdigest()
+        self.budget: RateBudget = shared_budget("hubspot", self._token or f"unset:{name}",
+                                                requests_per_minute=settings.requests_per_10s,
+                                                window=settings.rate_window * WINDOW_SAFETY)
+        self.quota = shared_quota(digest, settings.daily_limit, ZoneInfo(settings.account_timezone))
+        self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
+        self._apis: _Apis | None = None
+        self._lock = threading.Lock()
+
+    # --- the SDK, built once (each `client.crm...batch_api` access builds a new pool) ----
+    def _sdk(self) -> _Apis:
+        if self._apis is None:
+            with self._lock:
+                if self._apis is None:
+                    self._apis = self._build_sdk()
+        return self._apis
+
+    def _build_sdk(self) -> _Apis:
+        from hubspot import HubSpot
+        from hubspot.crm.objects import ApiException as ObjectsApiException
+        from hubspot.crm.properties import ApiException as PropertiesApiException
+
+        if not self._token:
+            raise ConfigProblem("no HubSpot access token: set access_token: ${HUBSPOT_ACCESS_TOKEN} and the "
+                                "variable to the private app's token", code="no_token")
+        # Connection trouble only; an upsert is idempotent, so a read retry cannot make a second contact.
+        retry = Retry(total=2, connect=2, read=1, status=0, other=0, redirect=0, allowed_methods=None,
+                      raise_on_status=False)
+        client = HubSpot(access_token=self._token, host=self.settings.host.rstrip("/"),
+                         ssl_ca_cert=self.settings.ca_bundle, retry=retry,
+                         client_side_validation=self.settings.client_side_validation)
+        objects = client.crm.objects.batch_api
+        properties = client.crm.properties.core_api
+        return _Apis(objects=objects, properties=properties, groups=client.crm.properties.groups_api,
+                     objects_config=objects.api_client.configuration,
+                     properties_config=properties.api_client.configuration,
+                     exceptions=(ObjectsApiException, PropertiesApiException))
+
+    def _clock(self, when: float) -> str:
+        return datetime.fromtimestamp(when, self.quota.zone).strftime("%Y-%m-%d %H:%M")
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (min(10.0, self.settings.timeout), self.settings.timeout)
+
+    # --- one HubSpot request: quota, budget, timeout, 429s -------------------------------
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        """Send one request through the shared budget; returns (data, status).
+
+        Raises `_Refused` for a 4xx HubSpot refused, or a classified error for everything the
+        whole request suffers (network, 5xx, auth, a 429 we stopped waiting for, the daily limit).
+        """
+        apis = self._sdk()
+        rate_limited = 0
+        while True:
+            back_at = self.quota.take()
+            if back_at is not None:
+                raise RateLimited(f"HubSpot's daily API limit is used up until {self._clock(back_at)} "
+                                  "(account time)",
+                                  retry_after=max(1.0, back_at - time.time()), pause_destination=True,
+                                  code="DAILY")
+            self.budget.acquire()
+            self.counters.add("requests")
+            try:
+                data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
+            except apis.exceptions as exc:
+                self.budget.release()
+                error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
+                                            getattr(exc, "headers", None))
+                if error.status == 429:
+                    self.counters.add("rate_limited")
+                    rate_limited += 1
+                    wait = self._rate_limited(error, rate_limited)
+                    if wait is not None:
+                        continue
+                    raise error.classified() from None
+                if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
+                    raise _Refused(error) from None
+                raise error.classified() from None
+            except urllib3.exceptions.HTTPError as exc:
+                self.budget.release()
+                raise network_error("hubspot", exc) from None
+            except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
+                self.budget.release()
+                raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
+                                code="unreadable_answer") from None
+            self.budget.release()
+            remaining = (headers or {}).get("X-HubSpot-RateLimit-Daily-Remaining")
+            if remaining is not None and remaining.strip() == "0":
+                self.quota.spend_until(self.quota.next_midnight())
+            return data, status
+
+    def _rate_limited(self, error: answers.HubSpotError, count: int) -> float | None:
+        """A 429: hold everyone sharing the token; the wait to retry after, or None to give up."""
+        if error.policy == "DAILY":
+            back_at = time.time() + error.retry_after if error.retry_after else self.quota.next_midnight()
+            self.quota.spend_until(back_at)
+            error.retry_after = max(1.0, back_at - time.time())
+            log.warning("HubSpot daily API limit reached: destination %s waits until %s", self.name,
+                        self._clock(back_at))
+            return None
+        window = error.interval or self.settings.rate_window
+        wait = error.retry_after if error.retry_after is not None else min(window, 2.0 ** (count - 1))
+        self.budget.hold(wait)
+        error.retry_after = wait
+        if count > self.settings.rate_limit_retries:
+            return None
+        log.warning("HubSpot answered 429 (%s): destination %s waits %.1fs", error.policy, self.name, wait)
+        return wait
+
+    # --- sending ---------------------------------------------------------------------------
+    def send(self, records: list[OutboundRecord]) -> list[Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        items: list[_Item] = []
+        seen: set[str] = set()
+        id_property = self.settings.id_property
+        for record in records:
+            key = self._key(record.values.get(id_property))
+            if key is None:
+                outcomes[record.delivery_id] = Outcome(record.delivery_id, error=Permanent(
+                    f"the lead has no value for '{id_property}', the property HubSpot matches contacts on",
+                    code="missing_id", field=id_property))
+            elif key in seen:
+                outcomes[record.delivery_id] = Outcome(record.delivery_id, error=Retryable(
+                    f"another lead in this batch has the same {id_property}; it goes in the next batch",
+                    retry_after=1.0, code="DUPLICATE_ID_IN_BATCH", field=id_property))
+            else:
+                seen.add(key)
+                items.append(_Item(record, key))
+        if not items:
+            return list(outcomes.values())
+        try:
+            existing = self._existing(items)
+        except (ConnectorError, _Refused) as exc:
+            failure = exc.error.classified() if isinstance(exc, _Refused) else exc
+            if not outcomes:
+                raise failure from None
+            outcomes.update({i.record.delivery_id: Outcome(i.record.delivery_id, error=failure) for i in items})
+            return list(outcomes.values())
+        for item in items:
+            payload = item.record.payload(existing.get(item.key) if existing is not None and
+                                          self._looked_up(item) else None)
+            payload.pop(id_property, None)
+            item.properties = {name: hubspot_value(value) for name, value in payload.items()}
+        outcomes.update(self._deliver(items, answered_before=bool(outcomes)))
+        return list(outcomes.values())
+
+    def _key(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = hubspot_value(value).strip()
+        if not text:
+            return None
+        return text.lower() if self.settings.id_property == "email" else text
+
+    def _match_existing(self) -> bool:
+        if self.settings.match_existing is not None:
+            return self.settings.match_existing
+        return self.settings.id_property == "email"
+
+    def _looked_up(self, item: _Item) -> bool:
+        """Whether this record's current values in HubSpot change what we write."""
+        record = item.record
+        present = [record.policies.get(n, UpdatePolicy.always) for n in record.values
+                   if n != self.settings.id_property]
+        if record.known:
+            return UpdatePolicy.if_empty in present
+        return self._match_existing() and any(p in (UpdatePolicy.if_empty, UpdatePolicy.on_create) for p in present)
+
+    def _existing(self, items: list[_Item]) -> dict[str, dict[str, Any]] | None:
+        """One batch read of the records whose current values matter; key -> properties ({} if absent)."""
+        wanted = [item for item in items if self._looked_up(item)]
+        if not wanted:
+            return None
+        from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
+
+        apis = self._sdk()
+        config = apis.objects_config
+        id_property = self.settings.id_property
+        names = sorted({n for item in wanted for n, p in item.record.policies.items()
+                        if p is not UpdatePolicy.always and n in item.record.values} | {id_property})
+        body = BatchReadInputSimplePublicObjectId(
+            id_property=id_property, properties=names, properties_with_history=[],
+            inputs=[SimplePublicObjectId(id=item.key, local_vars_configuration=config) for item in wanted],
+            local_vars_configuration=config)
+        data, _ = self._call(apis.objects.read_with_http_info, self.settings.object, body)
+        found: dict[str, dict[str, Any]] = {item.key: {} for item in wanted}
+        for result in getattr(data, "results", None) or []:
+            properties = dict(result.properties or {})
+            key = self._key(properties.get(id_property))
+            if key is not None:
+                found[key] = {**properties, "hs_object_id": result.id}
+        return found
+
+    def _deliver(self, items: list[_Item], *, answered_before: bool) -> dict[int, Outcome]:
+        """Upsert in as few calls as HubSpot allows; isolate records it refuses and resend the rest."""
+        outcomes: dict[int, Outcome] = {}
+        queue: list[list[_Item]] = [items[i:i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+        budget = len(queue) + min(MAX_EXTRA_CALLS, 2 * math.ceil(math.log2(len(items) + 1)) + 4)
+        while queue:
+            group = queue.pop(0)
+            if budget <= 0:
+                for item in group:
+                    outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=Retryable(
+                        "not sent: HubSpot refused other leads of this batch; it goes again shortly",
+                        retry_after=1.0, code="batch_isolation"))
+                continue
+            budget -= 1
+            try:
+                data, status = self._upsert(group)
+            except _Refused as refused:
+                queue += self._isolate(refused.error, group, outcomes)
+                continue
+            except ConnectorError as exc:
+                if not outcomes and not answered_before:
+                    raise
+                for item in group + [i for g in queue for i in g]:
+                    outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=exc)
+                break
+            outcomes.update(self._results(data, status, group))
+        return outcomes
+
+    def _upsert(self, group: list[_Item]) -> tuple[Any, int]:
+        from hubspot.crm.objects import (
+            BatchInputSimplePublicObjectBatchInputUpsert,
+            SimplePublicObjectBatchInputUpsert,
+        )
+
+        apis = self._sdk()
+        config = apis.objects_config
+        inputs = [SimplePublicObjectBatchInputUpsert(
+            id_property=self.settings.id_property, id=item.key, properties=item.properties,
+            object_write_trace_id=item.trace, local_vars_configuration=config) for item in group]
+        body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs, local_vars_configuration=config)
+        return self._call(apis.objects.upsert_with_http_info, self.settings.object, body)
+
+    def _results(self, data: Any, status: int, group: list[_Item]) -> dict[int, Outcome]:
+        """200/207: an Outcome per record; a record HubSpot did not mention goes again."""
+        by_trace = {item.trace: item for item in group}
+        by_key = {item.key: item for item in group}
+        outcomes: dict[int, Outcome] = {}
+        if data is None:  # a 2xx the SDK has no model for: nothing to read, the upsert is safe to repeat
+            error = Retryable(f"HubSpot answered HTTP {status} without a batch result", code="no_result")
+            return {item.record.delivery_id: Outcome(item.record.delivery_id, error=error) for item in group}
+        for result in data.results or []:
+            item = by_trace.get(str(getattr(result, "object_write_trace_id", None) or "")) or \
+                by_key.get(self._key((result.properties or {}).get(self.settings.id_property)) or "")
+            if item is not None:
+                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, crm_id=str(result.id),
+                                                            created=bool(result.new))
+        for entry in getattr(data, "errors", None) or []:
+            error = answers.from_batch_error(entry)
+            for target in self._named(error, by_trace, by_key):
+                outcomes[target.record.delivery_id] = Outcome(target.record.delivery_id, error=error.classified())
+        for item in group:
+            if item.record.delivery_id not in outcomes:
+                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=Retryable(
+                    "HubSpot's answer did not mention this lead; it goes again", retry_after=5.0, code="no_result"))
+        return outcomes
+
+    @staticmethod
+    def _named(error: answers.HubSpotError, by_trace: dict[str, _Item], by_key: dict[str, _Item]) -> list[_Item]:
+        named = []
+        for value in error.ids():
+            item = by_trace.get(value) or by_key.get(value) or by_key.get(value.lower())
+            if item is not None and item not in named:
+                named.append(item)
+        return named
+
+    def _isolate(self, error: answers.HubSpotError, group: list[_Item],
+                 outcomes: dict[int, Outcome]) -> list[list[_Item]]:
+        """A whole batch refused: fail the records it names, return the groups to send again."""
+        classified = error.classified()
+        if isinstance(classified, ConfigProblem):
+            raise classified  # the mapping or the id property is wrong: every lead would fail alike
+        if len(group) == 1:
+            item = group[0]
+            outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=classified)
+            return []
+        by_trace = {item.trace: item for item in group}
+        by_key = {item.key: item for item in group}
+        culprits: dict[int, ConnectorError] = {}
+        for item in self._named(error, by_trace, by_key):
+            culprits[item.record.delivery_id] = classified
+        for problem in error.problems:
+            for item in self._matching(problem, group):
+                culprits.setdefault(item.record.delivery_id, answers.HubSpotError(
+                    status=error.status, message=str(problem.get("message") or error.message),
+                    category=error.category, code=problem.get("error"), field=problem.get("name")).classified())
+        if culprits:
+            rest = [item for item in group if item.record.delivery_id not in culprits]
+            for delivery_id, failure in culprits.items():
+                outcomes[delivery_id] = Outcome(delivery_id, error=failure)
+            return [rest] if rest else []
+        half = len(group) // 2  # nothing names the culprit: halve until it stands alone
+        return [group[:half], group[half:]]
+
+    @staticmethod
+    def _matching(problem: dict[str, Any], group: list[_Item]) -> list[_Item]:
+        """Inputs whose value of the blamed property appears in HubSpot's message about it."""
+        name, message = problem.get("name"), str(problem.get("message") or "")
+        if not name or not message:
+            return []
+        return [item for item in group if item.properties.get(name)
+                and re.search(rf"(?<![\w@.+-]){re.escape(item.properties[name])}(?![\w@.-])", message)]
+
+    # --- setup and checks --------------------------------------------------------------------
+    def _properties(self) -> dict[str, Any]:
+        apis = self._sdk()
+        data, _ = self._call(apis.properties.get_all_with_http_info, self.settings.object)
+        return {prop.name: prop for prop in data.results or []}
+
+    def check_against_crm(self, mapping: Mapping) -> list[str]:
+        try:
+            properties = self._properties()
+        except _Refused as refused:
+            return [f"could not read HubSpot's {self.settings.object} properties: {refused.error.readable()}"]
+        except ConnectorError as exc:
+            return [f"could not read HubSpot's {self.settings.object} properties: {exc.describe()}"]
+        return schema.check_mapping(mapping, properties, object_type=self.settings.object,
+                                    id_property=self.settings.id_property,
+                                    setup_hint=f"`connector crm setup {self.name}`")
+
+    def setup(self, mapping: Mapping | None = None) -> list[str]:
+        """Create the property group and the custom properties the mapping needs; safe to repeat."""
+        mapping = mapping or _default_mapping()
+        try:
+            return self._setup(mapping)
+        except _Refused as refused:
+            raise refused.error.classified() from None
+
+    def _setup(self, mapping: Mapping) -> list[str]:
+        from hubspot.crm.properties import OptionInput, PropertyCreate, PropertyGroupCreate, PropertyUpdate
+
+        apis = self._sdk()
+        config = apis.properties_config
+        s = self.settings
+        done: list[str] = []
+        groups, _ = self._call(apis.groups.get_all_with_http_info, s.object)
+        if s.property_group not in {g.name for g in groups.results or []}:
+            self._call(apis.groups.create_with_http_info, s.object, PropertyGroupCreate(
+                name=s.property_group, label=s.property_group_label, display_order=-1,
+                local_vars_configuration=config))
+            done.append(f"created property group '{s.property_group}' ({s.property_group_label})")
+        existing = self._properties()
+        for name, spec in schema.sent_fields(mapping):
+            wanted = schema.infer_property(name, spec, id_property=s.id_property)
+            prop = existing.get(name)
+            if prop is None:
+                close = schema.close_names(name, [n for n, p in existing.items()
+                                                  if getattr(p, "hubspot_defined", False)])
+                if close:
+                    done.append(f"not created '{name}': it looks like HubSpot's own '{close[0]}'; fix the mapping")
+                    continue
+                options = [OptionInput(label=schema.option_label(v), value=v, display_order=i, hidden=False,
+                                       local_vars_configuration=config) for i, v in enumerate(wanted.options)]
+                self._call(apis.properties.create_with_http_info, s.object, PropertyCreate(
+                    name=name, label=wanted.label, type=wanted.type, field_type=wanted.field_type,
+                    group_name=s.property_group, has_unique_value=wanted.unique, options=options or None,
+                    description=f"Set by the lead connector from mapping {mapping.path.name}",
+                    local_vars_configuration=config))
+                done.append(f"created {wanted.describe()}")
+                continue
+            if name == s.id_property and name != "email" and not schema.is_unique(prop):
+                raise ConfigProblem(
+                    f"HubSpot property '{name}' exists but does not require unique values, so contacts cannot be "
+                    f"matched on it (and HubSpot cannot change that): set id_property to another name and run "
+                    f"setup again, or delete '{name}' in HubSpot first", code="NON_UNIQUE_ID_PROPERTY")
+            if prop.type == "enumeration" and wanted.options and not getattr(prop, "hubspot_defined", False):
+                have = schema.option_values(prop)
+                missing = [v for v in wanted.options if v not in have]
+                if missing:
+                    options = [OptionInput(label=o.label, value=o.value, display_order=o.display_order
+                                           if o.display_order is not None else i, hidden=bool(o.hidden),
+                                           local_vars_configuration=config) for i, o in enumerate(prop.options)]
+                    options += [OptionInput(label=schema.option_label(v), value=v, display_order=len(options) + i,
+                                            hidden=False, local_vars_configuration=config)
+                                for i, v in enumerate(missing)]
+                    self._call(apis.properties.update_with_http_info, s.object, name, PropertyUpdate(
+                        options=options, local_vars_configuration=config))
+                    done.append(f"added options {', '.join(missing)} to '{name}'")
+        return done
+
+    def close(self) -> None:
+        apis, self._apis = self._apis, None
+        if apis is not None:
+            for api in (apis.objects, apis.properties, apis.groups):
+                with contextlib.suppress(AttributeError):
+                    api.api_client.rest_client.pool_manager.clear()
+
+
+def _default_mapping() -> Mapping:
+    """`crm setup` without a mapping: the bundled one (mappings/hubspot.yaml beside the config or the code)."""
+    from connector.mapping import load_mapping
+
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / DEFAULT_MAPPING).exists():
+            return load_mapping(base / DEFAULT_MAPPING)
+    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
+
+

@@ -1,0 +1,358 @@
+"""The HubSpot destination against the fake HubSpot, through the real hubspot-api-client.
+
+Leads are mapped with the bundled mappings/hubspot.yaml; the SDK runs with client_side_validation
+so every request we build and every answer we read is checked against HubSpot's API models.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.destinations import OutboundRecord
+from connector.destinations.hubspot import HubSpotDestination, Settings, hubspot_value
+from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
+from connector.lead import mapping_input
+from connector.mapping import Mapping, load_mapping
+from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPING = ROOT / "mappings" / "hubspot.yaml"
+
+
+def lead(n: int, **overrides: Any) -> dict[str, Any]:
+    base = {"id": f"lead_{n:05d}", "vertical": "solar", "sub_vertical": "installation", "first_name": "thabo",
+            "last_name": "mokoena", "suburb": "Sandton", "province": "Gauteng", "score": 87, "score_tier": "hot",
+            "service_type": "Solar Installation 10kW+", "budget_range": "R100,000–R150,000", "urgency": "asap",
+            "phone": "082 345 6789", "email": f"lead{n}@example.com", "delivered_at": "2026-05-20T10:23:48Z"}
+    base.update(overrides)
+    return base
+
+
+def record(mapping: Mapping, n: int, *, delivery_id: int | None = None, event: str = "lead.new",
+           known: bool = False, **overrides: Any) -> OutboundRecord:
+    mapped = mapping.apply(mapping_input(lead(n, **overrides), source="leaditio", event=event, marketplace="leaditio"))
+    return OutboundRecord(delivery_id=delivery_id or n, lead_key=f"leaditio:lead_{n:05d}", event_type=event,
+                          values=mapped.values, policies=mapped.policies, known=known)
+
+
+def plain(n: int) -> OutboundRecord:
+    """A lead mapped onto HubSpot's own contact properties only (no setup needed), matched by email."""
+    return OutboundRecord(delivery_id=n, lead_key=f"leaditio:lead_{n:05d}", event_type="lead.new",
+                          values={"email": f"lead{n}@example.com", "firstname": "Thabo"}, policies={})
+
+
+@pytest.fixture(scope="module")
+def mapping() -> Mapping:
+    return load_mapping(MAPPING)
+
+
+@pytest.fixture
+def token() -> str:
+    return f"pat-na1-{uuid.uuid4()}"  # budgets are shared per token: every test gets its own
+
+
+@pytest.fixture
+def fake(token: str) -> FakeHubSpot:
+    return FakeHubSpot(tokens=(token,))
+
+
+@pytest.fixture
+def server(fake: FakeHubSpot) -> Iterator[str]:
+    with hubspot_server(fake) as (_, url, _ca):
+        yield url
+
+
+def destination(url: str, token: str, **settings: Any) -> HubSpotDestination:
+    options = {"access_token": token, "host": url, "client_side_validation": True, "timeout": 5, **settings}
+    return HubSpotDestination("hubspot", Settings(**options))
+
+
+@pytest.fixture
+def hubspot(server: str, token: str, mapping: Mapping) -> Iterator[HubSpotDestination]:
+    dest = destination(server, token)
+    dest.setup(mapping)
+    yield dest
+    dest.close()
+
+
+def by_id(outcomes: list[Any]) -> dict[int, Any]:
+    return {o.delivery_id: o for o in outcomes}
+
+
+# --- upserts ------------------------------------------------------------------------------
+def test_new_leads_become_contacts_one_call_per_100(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                    mapping: Mapping) -> None:
+    before = fake.count("/batch/upsert")
+    records = [record(mapping, n) for n in range(1, 151)]
+    outcomes = hubspot.send(records[:100]) + hubspot.send(records[100:])
+    assert len(outcomes) == 150 and all(o.ok and o.created for o in outcomes)
+    assert fake.count("/batch/upsert") - before == 2 and fake.count("/batch/read") == 0
+    contact = fake.find("leaditio_lead_id", "leaditio:lead_00007")
+    assert contact is not None and outcomes[6].crm_id == contact["id"]
+    props = contact["properties"]
+    assert props["phone"] == "+27823456789" and props["firstname"] == "Thabo" and props["email"] == "lead7@example.com"
+    assert props["lifecyclestage"] == "lead" and props["hs_lead_status"] == "NEW"
+    assert props["leaditio_tier"] == "hot" and props["leaditio_score"] == "87"
+    assert props["leaditio_budget_min"] == "100000" and props["leaditio_budget_max"] == "150000"
+    sent = fake.bodies[-2]["inputs"][0]
+    assert sent["idProperty"] == "leaditio_lead_id" and sent["objectWriteTraceId"] == "1"
+    assert "leaditio_lead_id" not in sent["properties"]
+
+
+def test_sending_again_updates_never_duplicates(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                mapping: Mapping) -> None:
+    first = hubspot.send([record(mapping, n) for n in range(1, 11)])
+    again = hubspot.send([record(mapping, n, delivery_id=100 + n) for n in range(1, 11)])
+    assert len(fake.contacts) == 10
+    assert all(o.ok and o.created is False for o in again)
+    assert {o.crm_id for o in first} == {o.crm_id for o in again}
+
+
+def test_a_lead_without_email_still_lands(hubspot: HubSpotDestination, fake: FakeHubSpot, mapping: Mapping) -> None:
+    outcome, = hubspot.send([record(mapping, 3, email=None, phone=None)])
+    assert outcome.ok
+    assert "email" not in fake.find("leaditio_lead_id", "leaditio:lead_00003")["properties"]
+
+
+def test_updates_refresh_score_and_tier_but_keep_what_sales_changed(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                                     mapping: Mapping) -> None:
+    hubspot.send([record(mapping, 1), record(mapping, 2)])
+    contact = fake.find("leaditio_lead_id", "leaditio:lead_00001")
+    contact["properties"].update(lifecyclestage="opportunity", hs_lead_status="IN_PROGRESS", phone="+27110000000")
+    del contact["properties"]["city"]
+    reads, upserts = fake.count("/batch/read"), fake.count("/batch/upsert")
+    updated = [record(mapping, n, delivery_id=10 + n, event="lead.updated", known=True, score=95, score_tier="warm",
+                      phone="083 999 0000", suburb="Rosebank") for n in (1, 2)]
+    assert all(o.ok and o.created is False for o in hubspot.send(updated))
+    assert fake.count("/batch/read") - reads == 1 and fake.count("/batch/upsert") - upserts == 1
+    props = contact["properties"]
+    assert props["leaditio_score"] == "95" and props["leaditio_tier"] == "warm"
+    assert props["lifecyclestage"] == "opportunity" and props["hs_lead_status"] == "IN_PROGRESS"
+    assert props["phone"] == "+27110000000"  # sales' number stays
+    assert props["city"] == "Rosebank"  # was empty: filled
+    untouched = fake.find("leaditio_lead_id", "leaditio:lead_00002")["properties"]
+    assert untouched["phone"] == "+27823456789" and untouched["city"] == "Sandton"
+
+
+def test_by_email_an_existing_contact_keeps_its_stage(server: str, token: str, fake: FakeHubSpot,
+                                                      mapping: Mapping) -> None:
+    hubspot = destination(server, token, id_property="email")
+    hubspot.setup(mapping)
+    existing = fake.add_contact({"email": "lead1@example.com", "lifecyclestage": "customer", "firstname": "Sipho"})
+    outcomes = by_id(hubspot.send([record(mapping, 1), record(mapping, 2)]))
+    assert outcomes[1].ok and outcomes[1].created is False and outcomes[1].crm_id == existing
+    props = fake.contacts[existing]["properties"]
+    assert props["lifecyclestage"] == "customer" and props["firstname"] == "Sipho"  # not a new lead: kept
+    assert props["leaditio_tier"] == "hot"
+    assert fake.find("email", "lead2@example.com")["properties"]["lifecyclestage"] == "lead"
+
+
+def test_by_email_missing_and_duplicate_keys_are_sorted_out_before_sending(server: str, token: str,
+                                                                           fake: FakeHubSpot, mapping: Mapping) -> None:
+    hubspot = destination(server, token, id_property="email")
+    hubspot.setup(mapping)
+    outcomes = by_id(hubspot.send([record(mapping, 1), record(mapping, 2, email=None),
+                                   record(mapping, 3, email="LEAD1@example.com ")]))
+    assert outcomes[1].ok
+    assert isinstance(outcomes[2].error, Permanent) and outcomes[2].error.code == "missing_id"
+    assert isinstance(outcomes[3].error, Retryable) and outcomes[3].error.code == "DUPLICATE_ID_IN_BATCH"
+    assert len(fake.bodies[-1]["inputs"]) == 1
+
+
+# --- per-record failures ------------------------------------------------------------------------
+def test_multi_status_fails_only_the_bad_record(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                mapping: Mapping) -> None:
+    outcomes = by_id(hubspot.send([record(mapping, n, **({"email": "thabo@gmail"} if n == 3 else {}))
+                                   for n in range(1, 6)]))
+    assert [n for n, o in outcomes.items() if o.ok] == [1, 2, 4, 5]
+    error = outcomes[3].error
+    assert isinstance(error, Permanent) and error.code == "INVALID_EMAIL" and error.field == "email"
+    assert "Email address thabo@gmail is invalid" in error.message
+    assert fake.count("/batch/upsert", 207) == 1
+
+
+def test_whole_batch_400_isolates_the_bad_record_and_resends_the_rest(server: str, token: str, fake: FakeHubSpot,
+                                                                      mapping: Mapping) -> None:
+    fake.multi_status = False
+    hubspot = destination(server, token)
+    hubspot.setup(mapping)
+    before = fake.count("/batch/upsert")
+    outcomes = by_id(hubspot.send([record(mapping, n, **({"email": "no-at-sign"} if n == 7 else {}))
+                                   for n in range(1, 21)]))
+    assert isinstance(outcomes[7].error, Permanent) and outcomes[7].error.code == "INVALID_EMAIL"
+    assert all(o.ok for n, o in outcomes.items() if n != 7)
+    assert fake.count("/batch/upsert") - before == 2  # the refused batch, then the 19 others
+    assert len(fake.contacts) == 19
+
+
+def test_an_unattributable_refusal_is_halved_until_the_culprit_stands_alone(server: str, token: str,
+                                                                            fake: FakeHubSpot,
+                                                                            mapping: Mapping) -> None:
+    fake.multi_status = False
+    hubspot = destination(server, token)
+    hubspot.setup(mapping)
+    other = fake.add_contact({"email": "lead5@example.com"})  # the same person, sent by another lead id
+    outcomes = by_id(hubspot.send([record(mapping, n) for n in range(1, 17)]))
+    error = outcomes[5].error
+    assert isinstance(error, Permanent) and error.status == 409
+    assert f"Existing ID: {other}" in error.message and "id_property: email" in error.message
+    assert all(o.ok for n, o in outcomes.items() if n != 5)
+    assert len(fake.contacts) == 16
+
+
+def test_a_property_hubspot_lacks_is_a_config_problem(server: str, token: str, fake: FakeHubSpot,
+                                                      mapping: Mapping, tmp_path: Path) -> None:
+    hubspot = destination(server, token)
+    hubspot.setup(mapping)
+    records = [record(mapping, n) for n in (1, 2)]
+    for r in records:
+        r.values["leaditio_colour"] = "blue"
+    outcomes = hubspot.send(records)  # multi-status: per record
+    assert all(isinstance(o.error, ConfigProblem) and o.error.code == "PROPERTY_DOESNT_EXIST" for o in outcomes)
+    fake.multi_status = False
+    with pytest.raises(ConfigProblem) as caught:  # whole batch refused: nothing is any lead's fault
+        hubspot.send(records)
+    assert "leaditio_colour" in caught.value.message
+
+
+def test_a_non_unique_id_property_is_a_config_problem(server: str, token: str, mapping: Mapping) -> None:
+    hubspot = destination(server, token, id_property="firstname")
+    with pytest.raises(ConfigProblem) as caught:
+        hubspot.send([record(mapping, 1)])
+    assert caught.value.code == "NON_UNIQUE_ID_PROPERTY" and "non-unique 0-1 property firstname" in caught.value.message
+
+
+# --- credentials --------------------------------------------------------------------------------
+def test_a_bad_or_revoked_token_is_a_config_problem(server: str, token: str, fake: FakeHubSpot,
+                                                    mapping: Mapping) -> None:
+    with pytest.raises(ConfigProblem) as caught:
+        destination(server, "pat-na1-not-ours").send([record(mapping, 1)])
+    assert caught.value.status == 401
+    fake.revoke(token)
+    with pytest.raises(ConfigProblem) as caught:
+        destination(server, token).send([record(mapping, 1)])
+    assert "expired" in caught.value.message
+    with pytest.raises(ConfigProblem) as caught:
+        destination(server, "").send([record(mapping, 1)])
+    assert caught.value.code == "no_token"
+
+
+def test_a_token_without_the_write_scope_is_a_config_problem(server: str, token: str, fake: FakeHubSpot,
+                                                             mapping: Mapping) -> None:
+    fake.limit_scopes(token, {"crm.objects.contacts.read"})
+    with pytest.raises(ConfigProblem) as caught:
+        destination(server, token, id_property="email").send([record(mapping, 1)])
+    assert caught.value.status == 403 and caught.value.code == "MISSING_SCOPES"
+
+
+# --- transient trouble and rate limits --------------------------------------------------------------
+def test_server_errors_and_network_failures_are_retryable(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                          mapping: Mapping, token: str) -> None:
+    fake.fail_next(502)
+    with pytest.raises(Retryable) as caught:
+        hubspot.send([record(mapping, 1)])
+    assert caught.value.status == 502 and not isinstance(caught.value, RateLimited)
+    with pytest.raises(Retryable) as caught:
+        destination("http://127.0.0.1:9", token).send([record(mapping, 1)])
+    assert caught.value.code == "network"
+
+
+def test_a_slow_answer_times_out_as_retryable(server: str, token: str, fake: FakeHubSpot, mapping: Mapping) -> None:
+    hubspot = destination(server, token, id_property="email", timeout=0.3)
+    fake.delay = 1.0
+    with pytest.raises(Retryable) as caught:
+        hubspot.send([plain(1)])
+    assert caught.value.code == "network"
+
+
+def test_ten_secondly_429_waits_and_sends_again(token: str, mapping: Mapping) -> None:
+    fake = FakeHubSpot(tokens=(token,), max_per_interval=1, interval_ms=400)
+    with hubspot_server(fake) as (_, url, _ca):
+        hubspot = destination(url, token, id_property="email")
+        started = time.monotonic()
+        outcomes = hubspot.send([plain(1)]) + hubspot.send([plain(2)])
+        assert all(o.ok for o in outcomes)
+        assert fake.rate_limited == 1 and hubspot.counters.rate_limited == 1
+        assert time.monotonic() - started >= 0.35  # waited the interval HubSpot announced
+
+
+def test_persistent_429_is_handed_to_the_worker_without_failing_leads(token: str, mapping: Mapping) -> None:
+    fake = FakeHubSpot(tokens=(token,), max_per_interval=1, interval_ms=60_000, retry_after=True)
+    with hubspot_server(fake) as (_, url, _ca):
+        hubspot = destination(url, token, id_property="email", rate_limit_retries=0)
+        hubspot.send([plain(1)])
+        with pytest.raises(RateLimited) as caught:
+            hubspot.send([plain(2)])
+    assert not caught.value.pause_destination and 50 <= caught.value.retry_after <= 60
+    assert caught.value.code == "TEN_SECONDLY_ROLLING"
+
+
+def test_daily_limit_pauses_the_destination_until_midnight(token: str, mapping: Mapping) -> None:
+    fake = FakeHubSpot(tokens=(token,), daily_limit=1)
+    with hubspot_server(fake) as (_, url, _ca):
+        hubspot = destination(url, token, id_property="email")
+        assert hubspot.send([plain(1)])[0].ok
+        with pytest.raises(RateLimited) as caught:
+            hubspot.send([plain(2)])
+        error = caught.value
+        assert error.pause_destination and error.code == "DAILY"
+        assert 0 < error.retry_after <= 86_400 + 3600
+        calls = len(fake.calls)
+        with pytest.raises(RateLimited):  # the quota is known spent: no more requests today
+            destination(url, token, id_property="email").send([plain(3)])
+        assert len(fake.calls) == calls
+
+
+def test_our_own_daily_limit_stops_before_hubspot_does(server: str, token: str, fake: FakeHubSpot,
+                                                       mapping: Mapping) -> None:
+    hubspot = destination(server, token, id_property="email", daily_limit=2)
+    hubspot.send([plain(1)])
+    hubspot.send([plain(2)])
+    with pytest.raises(RateLimited) as caught:
+        hubspot.send([plain(3)])
+    assert caught.value.pause_destination and fake.count("/batch/upsert") == 2
+
+
+def test_one_budget_per_token_is_shared_by_every_worker_thread(token: str, mapping: Mapping) -> None:
+    fake = FakeHubSpot(tokens=(token,), max_per_interval=5, interval_ms=500)
+    with hubspot_server(fake) as (_, url, _ca):
+        errors: list[BaseException] = []
+
+        def worker(thread: int) -> None:  # each worker thread builds its own destination, as the worker does
+            hubspot = destination(url, token, id_property="email", requests_per_10s=5, rate_window=0.5)
+            try:
+                for n in range(5):
+                    assert hubspot.send([plain(thread * 10 + n)])[0].ok
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert fake.rate_limited == 0 and fake.count("/batch/upsert", 200) == 20
+        assert time.monotonic() - started >= 1.4  # 20 calls at 5 per 0.5 s
+
+
+def test_tls_with_a_private_ca(token: str, mapping: Mapping, tmp_path: Path) -> None:
+    with hubspot_server(FakeHubSpot(tokens=(token,)), tls=True, ca_dir=tmp_path) as (fake, url, ca):
+        hubspot = destination(url, token, id_property="email", ca_bundle=ca)
+        assert hubspot.send([plain(1)])[0].ok
+        with pytest.raises(Retryable) as caught:  # without the CA: a TLS failure, retried later
+            destination(url, f"{token}-x", id_property="email").send([plain(1)])
+        assert caught.value.code == "network"
+
+
+def test_values_become_hubspot_text() -> None:
+    assert hubspot_value(True) == "true" and hubspot_value(150000.0) == "150000" and hubspot_value(1.5) == "1.5"
+    assert hubspot_value(["a", "b"]) == "a;b" and hubspot_value(None) == "" and hubspot_value(87) == "87"
