@@ -100,10 +100,21 @@ RULES: list[Rule] = [
     Rule("salesforce", None, "UNKNOWN_EXCEPTION", Retryable),
     Rule("salesforce", None, "API_DISABLED_FOR_ORG", ConfigProblem),
     Rule("salesforce", None, "API_CURRENTLY_DISABLED", ConfigProblem),
+    # One record's INVALID_FIELD inside a 200 Collections answer (e.g. a foreign-key external id not found)
+    # is that lead's problem; a whole request refused with it (a mapped field that does not exist) is config.
+    Rule("salesforce", 200, "INVALID_FIELD", Permanent),
     Rule("salesforce", None, "INVALID_FIELD", ConfigProblem),
     Rule("salesforce", None, "NOT_FOUND", ConfigProblem),
     Rule("salesforce", None, "INVALID_TYPE", ConfigProblem),
     Rule("salesforce", None, "CANNOT_UPDATE_CONVERTED_LEAD", Skip),
+    Rule("salesforce", None, "DUPLICATES_DETECTED", Permanent),  # unless on_duplicate: allow_save saved it
+    Rule("salesforce", None, "DUPLICATE_EXTERNAL_ID", Permanent),  # several records share the external id
+    Rule("salesforce", None, "REQUIRED_FIELD_MISSING", Permanent),
+    Rule("salesforce", None, "STRING_TOO_LONG", Permanent),
+    Rule("salesforce", None, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", Permanent),
+    # A login Salesforce refuses is a config problem (deliveries wait), unless Salesforce itself is down.
+    Rule("salesforce-login", _5XX, None, Retryable),
+    Rule("salesforce-login", None, None, ConfigProblem),
     # --- HubSpot ----------------------------------------------------------------------
     Rule("hubspot", 401, None, ConfigProblem),
     Rule("hubspot", 403, None, ConfigProblem),

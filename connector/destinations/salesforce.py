@@ -1,0 +1,459 @@
+"""Salesforce: leads become Leads (or any object), upserted by an external id, up to 200 per call.
+
+One call per batch: an sObject Collections upsert (`allOrNone: false`) answers per record, so only
+the records Salesforce refused come back as errors, each in Salesforce's own words with the field
+it blames. A single pending lead goes out as a plain upsert by external id (same cost: one call).
+Upserting by our own lead id is what makes a retry or a replay update the Lead instead of
+creating a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import requests
+from pydantic import Field, SecretStr, field_validator, model_validator
+from simple_salesforce import Salesforce, format_external_id, format_soql
+from simple_salesforce.exceptions import (
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceMoreThanOneRecord,
+)
+
+from connector.destinations._salesforce_auth import http_session, login
+from connector.destinations._salesforce_check import mapping_problems
+from connector.destinations.base import (
+    Destination,
+    DestinationSettings,
+    OutboundRecord,
+    Outcome,
+    UpdatePolicy,
+)
+from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
+
+log = logging.getLogger("connector.destinations.salesforce")
+T = TypeVar("T")
+REMOTE = "salesforce"
+COLLECTION_LIMIT = 200
+
+
+class Settings(DestinationSettings):
+    auth: Literal["password", "client_credentials", "jwt", "session"] = Field(
+        default="password", description="password: username + password + security_token (SOAP login, or OAuth "
+                                        "when consumer_key/secret are set); client_credentials: connected app on "
+                                        "your My Domain; jwt: connected app certificate; session: a ready session")
+    username: str | None = Field(default=None, description="the integration user (password and jwt)")
+    password: SecretStr | None = Field(default=None, description="${ENV_VAR}")
+    security_token: SecretStr | None = Field(default=None, description="${ENV_VAR}; empty for IP-allow-listed users")
+    consumer_key: str | None = Field(default=None, description="the connected app's Consumer Key")
+    consumer_secret: SecretStr | None = Field(default=None, description="${ENV_VAR}")
+    private_key: SecretStr | None = Field(default=None, description="${ENV_VAR} holding the PEM of the JWT key")
+    domain: str = Field(default="login", description="login, test (sandbox) or your My Domain, e.g. acme.my")
+    instance_url: str | None = Field(default=None, description="https://acme.my.salesforce.com (session auth)")
+    session_id: SecretStr | None = Field(default=None, description="${ENV_VAR} (session auth)")
+    object: str = Field(default="Lead", description="the sObject leads become")
+    external_id_field: str = Field(default="Leaditio_Lead_ID__c",
+                                   description="External ID field the upsert matches on")
+    api_version: str = Field(default="59.0", description="Salesforce REST API version")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    on_duplicate: Literal["dead_letter", "allow_save"] = Field(
+        default="dead_letter", description="a duplicate rule matched: dead-letter the lead, or save it anyway "
+                                           "(works for rules whose action is Allow + Alert)")
+    on_converted: Literal["skip", "update_contact"] = Field(
+        default="skip", description="the Lead was converted: skip the update, or update the converted Contact")
+    assignment_rules: bool = Field(default=True, description="let the active Lead assignment rule assign owners")
+    ca_bundle: str | None = Field(default=None, description="CA file for a TLS-inspecting proxy")
+
+    @field_validator("domain")
+    @classmethod
+    def _bare_domain(cls, value: str) -> str:
+        """`https://acme.my.salesforce.com/` -> `acme.my`: the library builds https://{domain}.salesforce.com."""
+        value = re.sub(r"^https?://", "", value.strip()).rstrip("/")
+        value = re.sub(r"\.salesforce\.com$", "", value)
+        if not value or "/" in value:
+            raise ValueError("write login, test, or your My Domain such as acme.my")
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        value = str(value).strip().lstrip("vV")
+        if not re.fullmatch(r"\d{2}\.0", value):
+            raise ValueError("write the version like 59.0")
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        from connector.config import seconds
+
+        return seconds(value)
+
+    @model_validator(mode="after")
+    def _complete_auth(self) -> Settings:
+        def need(*names: str) -> None:
+            missing = [n for n in names if getattr(self, n) in (None, "")]
+            if missing:
+                raise ValueError(f"auth: {self.auth} needs {', '.join(missing)}")
+
+        if self.auth == "password":
+            need("username", "password")
+            if bool(self.consumer_key) != bool(self.consumer_secret):
+                raise ValueError("auth: password with a connected app needs both consumer_key and consumer_secret")
+        elif self.auth == "client_credentials":
+            need("consumer_key", "consumer_secret")
+            if self.domain in ("login", "test"):
+                raise ValueError("auth: client_credentials needs your My Domain, e.g. domain: acme.my "
+                                 "(or acme--uat.sandbox.my for a sandbox); login and test do not work")
+        elif self.auth == "jwt":
+            need("username", "consumer_key", "private_key")
+        else:
+            need("session_id", "instance_url")
+        return self
+
+
+class SalesforceDestination(Destination):
+    kind = "salesforce"
+    Settings = Settings
+    max_batch = COLLECTION_LIMIT
+
+    def __init__(self, name: str, settings: Settings, session: requests.Session | None = None):
+        """`session`: an HTTP session to use instead of our own (build it with `http_session`)."""
+        super().__init__(name, settings)
+        self.settings: Settings = settings
+        self.http = session if session is not None else http_session(settings)
+        self._client: Salesforce | None = None
+        self._lock = threading.Lock()
+        self._describes: dict[str, dict[str, Any]] = {}
+        self.api_usage: tuple[int, int] | None = None  # (used, allowance) from Sforce-Limit-Info
+
+    # --- sending ------------------------------------------------------------------------
+    def send(self, records: list[OutboundRecord]) -> list[Outcome]:
+        if not records:
+            return []
+        existing = self._existing(records)
+        prepared = [(r, self._key(r), r.payload(existing.get(r.delivery_id))) for r in records]
+        if len(prepared) == 1:
+            outcomes = [self._upsert_one(*prepared[0])]
+        else:
+            outcomes = []
+            for start in range(0, len(prepared), COLLECTION_LIMIT):
+                outcomes += self._upsert_many(prepared[start:start + COLLECTION_LIMIT])
+        outcomes = self._recreate_deleted(prepared, outcomes)
+        return self._handle_converted(prepared, outcomes)
+
+    def _key(self, record: OutboundRecord) -> str:
+        """The external id value: the mapped one, or our own lead key when the mapping has none."""
+        for name, value in record.values.items():
+            if name.lower() == self.settings.external_id_field.lower() and value not in (None, ""):
+                return str(value)
+        return record.lead_key
+
+    def _body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        ext = self.settings.external_id_field.lower()
+        return {k: v for k, v in payload.items() if k.lower() != ext}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {}
+        if self.settings.on_duplicate == "allow_save":
+            headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
+        if not self.settings.assignment_rules:
+            headers["Sforce-Auto-Assign"] = "FALSE"
+        return headers
+
+    def _upsert_one(self, record: OutboundRecord, key: str, payload: dict[str, Any]) -> Outcome:
+        s = self.settings
+
+        def call(client: Salesforce) -> requests.Response:
+            sobject = getattr(client, s.object)
+            response = sobject.upsert(format_external_id(s.external_id_field, key), self._body(payload),
+                                      raw_response=True, headers=self._headers())
+            self._note_usage(sobject.api_usage)
+            return response
+
+        try:
+            response = self._call(call)
+        except SalesforceMoreThanOneRecord as exc:
+            ids = [str(url).rstrip("/").rsplit("/", 1)[-1] for url in exc.content] if isinstance(
+                exc.content, list) else []
+            return Outcome(record.delivery_id, error=classify(
+                REMOTE, status=300, code="DUPLICATE_EXTERNAL_ID", field=s.external_id_field,
+                message=f"{len(ids) or 'several'} {s.object} records have {s.external_id_field} = {key}: "
+                        f"{', '.join(ids)}; merge or delete the extra ones, then retry this lead"))
+        except SalesforceError as exc:
+            if exc.status == 400 and isinstance(exc.content, list) and exc.content:
+                error = self._record_error(exc.content, status=400)
+                if not isinstance(error, ConfigProblem):  # this lead's own problem
+                    return Outcome(record.delivery_id, error=error)
+                raise error from None
+            raise self._request_error(exc) from None
+        body = _json(response)
+        return Outcome(record.delivery_id, crm_id=body.get("id") or record.crm_id,
+                       created=body.get("created", response.status_code == 201))
+
+    def _upsert_many(self, batch: list[tuple[OutboundRecord, str, dict[str, Any]]]) -> list[Outcome]:
+        """One Collections upsert; a request-level refusal of a mixed batch is narrowed by halving it."""
+        s = self.settings
+        body = {"allOrNone": False, "records": [
+            {"attributes": {"type": s.object}, **self._body(payload), s.external_id_field: key}
+            for _record, key, payload in batch]}
+        path = f"composite/sobjects/{s.object}/{s.external_id_field}"
+        try:
+            results = self._call(lambda c: self._restful(c, path, method="PATCH", json=body,
+                                                         headers=self._headers()))
+        except SalesforceError as exc:
+            error = self._request_error(exc)
+            if not isinstance(error, Permanent):
+                raise error from None
+            if len(batch) == 1:
+                return [Outcome(batch[0][0].delivery_id, error=error)]
+            # One bad value (e.g. text in a number field) fails the whole request: find it, keep the rest.
+            middle = len(batch) // 2
+            return self._upsert_many(batch[:middle]) + self._upsert_many(batch[middle:])
+        if not isinstance(results, list) or len(results) != len(batch):
+            raise classify(REMOTE, status=502, message=f"Salesforce answered a {len(batch)}-record upsert with "
+                                                       f"{len(results) if isinstance(results, list) else 'no'} results")
+        outcomes = []
+        for (record, _key, _payload), result in zip(batch, results, strict=True):
+            if result.get("success"):
+                outcomes.append(Outcome(record.delivery_id, crm_id=result.get("id"), created=result.get("created")))
+            else:
+                outcomes.append(Outcome(record.delivery_id, error=self._record_error(result.get("errors") or [],
+                                                                                     status=200)))
+        return outcomes
+
+    # --- reading before writing (only when the mapping needs it) -----------------------
+    def _existing(self, records: list[OutboundRecord]) -> dict[int, dict[str, Any]]:
+        """Current values of `if_empty` fields per delivery, for leads we delivered before ({} when
+        Salesforce no longer has the record). One query per batch, and only when needed: new leads
+        and mappings without if_empty fields cost no extra call.
+        """
+        wanted = [r for r in records if r.known and any(
+            r.policies.get(n) is UpdatePolicy.if_empty for n in r.values)]
+        if not wanted:
+            return {}
+        s = self.settings
+        columns = sorted({n for r in wanted for n in r.values if r.policies.get(n) is UpdatePolicy.if_empty}
+                         - {s.external_id_field})
+        keys = sorted({self._key(r) for r in wanted})
+        soql = format_soql(f"SELECT Id, {s.external_id_field}, {', '.join(columns)} FROM {s.object} "
+                           f"WHERE {s.external_id_field} IN {{keys}}", keys=keys)
+        try:
+            found = self._call(lambda c: self._query(c, soql))
+        except SalesforceError as exc:
+            raise self._request_error(exc) from None
+        by_key: dict[str, dict[str, Any]] = {}
+        lowered = {c.lower(): c for c in columns}
+        for row in found:
+            key = str(next((v for k, v in row.items() if k.lower() == s.external_id_field.lower()), ""))
+            by_key[key] = {lowered.get(k.lower(), k): v for k, v in row.items() if k != "attributes"}
+        return {r.delivery_id: by_key.get(self._key(r), {}) for r in wanted}
+
+    # --- special cases -----------------------------------------------------------------
+    def _recreate_deleted(self, prepared: list[tuple[OutboundRecord, str, dict[str, Any]]],
+                          outcomes: list[Outcome]) -> list[Outcome]:
+        """A lead we delivered before but that is gone from Salesforce (deleted or merged away) gets
+        an update-only payload, which Salesforce refuses as REQUIRED_FIELD_MISSING. Send those again
+        with every field, as for a new lead."""
+        by_id = {o.delivery_id: o for o in outcomes}
+        again = []
+        for record, key, payload in prepared:
+            error = by_id[record.delivery_id].error
+            full = record.payload({})
+            if error is not None and error.code == "REQUIRED_FIELD_MISSING" and record.known and full != payload:
+                again.append((record, key, full))
+        if not again:
+            return outcomes
+        log.info("%s: %d known leads are missing in Salesforce; creating them again", self.name, len(again))
+        redone = [self._upsert_one(*again[0])] if len(again) == 1 else self._upsert_many(again)
+        by_id.update({o.delivery_id: o for o in redone})
+        return [by_id[r.delivery_id] for r, _k, _p in prepared]
+
+    def _handle_converted(self, prepared: list[tuple[OutboundRecord, str, dict[str, Any]]],
+                          outcomes: list[Outcome]) -> list[Outcome]:
+        converted = {o.delivery_id for o in outcomes if o.error is not None
+                     and o.error.code == "CANNOT_UPDATE_CONVERTED_LEAD"}
+        if not converted or self.settings.on_converted != "update_contact":
+            return outcomes
+        records = [(r, k) for r, k, _p in prepared if r.delivery_id in converted]
+        updated = {o.delivery_id: o for o in self._update_contacts(records)}
+        return [updated.get(o.delivery_id, o) for o in outcomes]
+
+    def _update_contacts(self, records: list[tuple[OutboundRecord, str]]) -> list[Outcome]:
+        """Converted Leads: write the lead's `always` fields to the Contact it became (same field names)."""
+        s = self.settings
+        soql = format_soql(f"SELECT Id, {s.external_id_field}, ConvertedContactId FROM {s.object} "
+                           f"WHERE {s.external_id_field} IN {{keys}} AND IsConverted = true",
+                           keys=sorted({k for _r, k in records}))
+        try:
+            rows = self._call(lambda c: self._query(c, soql))
+            contact = self.describe("Contact")
+        except SalesforceError as exc:
+            raise self._request_error(exc) from None
+        contact_of = {str(next((v for k, v in row.items() if k.lower() == s.external_id_field.lower()), "")):
+                      row.get("ConvertedContactId") for row in rows}
+        writable = {f["name"].lower(): f["name"] for f in contact.get("fields", []) if f.get("updateable")}
+        updates, outcomes = [], []
+        for record, key in records:
+            contact_id = contact_of.get(key)
+            fields = {writable[n.lower()]: v for n, v in record.values.items()
+                      if n.lower() in writable and record.policies.get(n, UpdatePolicy.always) is UpdatePolicy.always}
+            if not contact_id or not fields:
+                reason = "it has no converted Contact" if not contact_id else "no mapped field exists on Contact"
+                outcomes.append(Outcome(record.delivery_id, error=classify(
+                    REMOTE, code="CANNOT_UPDATE_CONVERTED_LEAD",
+                    message=f"the {s.object} was converted and {reason}; nothing was updated")))
+                continue
+            updates.append((record, contact_id, fields))
+        if updates:
+            body = {"allOrNone": False, "records": [{"attributes": {"type": "Contact"}, "Id": cid, **fields}
+                                                    for _r, cid, fields in updates]}
+            try:
+                results = self._call(lambda c: self._restful(c, "composite/sobjects", method="PATCH", json=body))
+            except SalesforceError as exc:
+                raise self._request_error(exc) from None
+            for (record, contact_id, _fields), result in zip(updates, results or [], strict=False):
+                error = None if result.get("success") else self._record_error(result.get("errors") or [], status=200)
+                outcomes.append(Outcome(record.delivery_id, error=error, crm_id=contact_id, created=False))
+        return outcomes
+
+    # --- errors ---------------------------------------------------------------------------
+    def _request_error(self, exc: SalesforceError) -> ConnectorError:
+        """A refused HTTP request (all of a batch): classified by Salesforce's errorCode and status."""
+        first = exc.content[0] if isinstance(exc.content, list) and exc.content and isinstance(
+            exc.content[0], dict) else {}
+        code = first.get("errorCode")
+        message = first.get("message") or _text(exc.content) or f"HTTP {exc.status}"
+        fields = first.get("fields") or []
+        if exc.status == 404 and code in (None, "NOT_FOUND"):
+            message += (f" (is there an object {self.settings.object} with an External ID field "
+                        f"{self.settings.external_id_field}, visible to this user?)")
+        return classify(REMOTE, status=exc.status, code=code, message=message,
+                        field=", ".join(fields) or None)
+
+    def _record_error(self, errors: list[dict[str, Any]], status: int) -> ConnectorError:
+        """One record's refusal: Salesforce's message(s) and the field(s) it blames, classified."""
+        if not errors:
+            return classify(REMOTE, status=status, code="UNKNOWN_EXCEPTION", message="Salesforce gave no reason")
+        first = errors[0]
+        code = first.get("statusCode") or first.get("errorCode")
+        messages = [e.get("message", "") for e in errors if e.get("message")]
+        message = "; ".join(dict.fromkeys(messages)) or str(code)
+        if code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" and "UNABLE_TO_LOCK_ROW" in message:
+            code = "UNABLE_TO_LOCK_ROW"  # a trigger or flow hit a locked row: as transient as the lock itself
+        if code == "DUPLICATES_DETECTED":
+            message = _explain_duplicates(first, message, self.settings.on_duplicate)
+        fields = [f for e in errors for f in e.get("fields") or []]
+        return classify(REMOTE, status=status, code=code, message=message,
+                        field=", ".join(dict.fromkeys(fields)) or None)
+
+    # --- the session ----------------------------------------------------------------------
+    def _call(self, action: Callable[[Salesforce], T]) -> T:
+        """Run `action` with a logged-in client; an expired session is renewed once, then repeated."""
+        for attempt in (1, 2):
+            client = self._session(renew=attempt == 2)
+            try:
+                return action(client)
+            except SalesforceExpiredSession as exc:
+                if attempt == 1 and self.settings.auth != "session":
+                    log.info("%s: Salesforce session expired; logging in again", self.name)
+                    continue
+                raise self._expired(exc, renewed=attempt == 2) from None
+            except requests.RequestException as exc:
+                raise network_error(REMOTE, exc) from None
+        raise AssertionError("unreachable")
+
+    def _session(self, renew: bool = False) -> Salesforce:
+        with self._lock:
+            if self._client is None or renew:
+                self._client = login(self.settings, self.http)
+            return self._client
+
+    def _expired(self, exc: SalesforceExpiredSession, renewed: bool) -> ConnectorError:
+        if renewed:
+            why = "Salesforce refused a session it had just issued (is the user frozen, or its IP blocked?)"
+        else:
+            why = "the session_id has expired or was revoked; session auth cannot renew it: give a fresh one " \
+                  "or use another auth mode"
+        return classify(REMOTE, status=401, code="INVALID_SESSION_ID", message=why)
+
+    def _restful(self, client: Salesforce, path: str, **kw: Any) -> Any:
+        result = client.restful(path, timeout=self.settings.timeout, **kw)
+        self._note_usage(client.api_usage)
+        return result
+
+    def _query(self, client: Salesforce, soql: str) -> list[dict[str, Any]]:
+        result = client.query_all(soql, timeout=self.settings.timeout)
+        self._note_usage(client.api_usage)
+        return list(result.get("records") or [])
+
+    def _note_usage(self, usage: Any) -> None:
+        current = usage.get("api-usage") if usage else None
+        if current is None:
+            return
+        self.api_usage = (current.used, current.total)
+        if current.total and current.used >= 0.9 * current.total:
+            log.warning("%s: Salesforce org has used %d of its %d daily API requests", self.name, current.used,
+                        current.total)
+
+    # --- describe and mapping checks -------------------------------------------------------
+    def describe(self, object_name: str | None = None) -> dict[str, Any]:
+        """The object's describe, once per destination (it is large and changes rarely)."""
+        name = object_name or self.settings.object
+        if name not in self._describes:
+            self._describes[name] = self._call(lambda c: self._restful(c, f"sobjects/{name}/describe"))
+        return self._describes[name]
+
+    def check_against_crm(self, mapping: Any) -> list[str]:
+        try:
+            describe = self.describe()
+        except SalesforceError as exc:
+            error: ConnectorError = self._request_error(exc)
+            return [f"{mapping.path}: cannot read {self.settings.object} from Salesforce: {error.describe()}"]
+        except ConnectorError as exc:
+            return [f"{mapping.path}: cannot check against Salesforce: {exc.describe()}"]
+        return mapping_problems(mapping, describe, self.settings.object, self.settings.external_id_field)
+
+    def setup(self) -> list[str]:
+        raise NotImplementedError("create the custom fields listed in the Salesforce setup guide "
+                                  "(docs/readme/salesforce.md), then run `connector mappings check --against-crm`")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _explain_duplicates(error: dict[str, Any], message: str, mode: str) -> str:
+    """Name the records a duplicate rule matched, so the admin can merge or relax the rule."""
+    result = error.get("duplicateResult") or {}
+    ids = [m.get("record", {}).get("Id") for r in result.get("matchResults") or []
+           for m in r.get("matchRecords") or []]
+    ids = [i for i in ids if i]
+    rule = result.get("duplicateRule")
+    parts = [message]
+    if rule:
+        parts.append(f"duplicate rule {rule}")
+    if ids:
+        parts.append(f"matches {', '.join(ids)}")
+    if mode == "dead_letter":
+        parts.append("set on_duplicate: allow_save to save such leads anyway (rules with action Allow)")
+    else:
+        parts.append("the rule blocks saving; change its action to Allow to let these leads in")
+    return "; ".join(parts)
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, bytes):
+        return content.decode("utf-8", "replace")[:500]
+    return str(content)[:500] if content else ""

@@ -1,0 +1,144 @@
+"""`mappings check --against-crm` for Salesforce: the mapping next to the object's describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.destinations.salesforce import SalesforceDestination, Settings
+from connector.mapping import load_mapping
+from tests.fakes.salesforce import (
+    FakeSalesforce,
+    leaditio_custom_fields,
+    running,
+    standard_lead_fields,
+    trust,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    with running() as org:
+        trust(monkeypatch, org, tmp_path)
+        yield org
+
+
+def destination(fake: FakeSalesforce, **settings: Any) -> SalesforceDestination:
+    values = {"auth": "session", "session_id": fake.new_session(), "instance_url": fake.url, **settings}
+    return SalesforceDestination("crm", Settings.model_validate(values))
+
+
+def write_mapping(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "sf.yaml"
+    path.write_text(text)
+    return load_mapping(path)
+
+
+def test_the_default_mapping_fits_a_standard_org_with_the_documented_fields(fake: FakeSalesforce) -> None:
+    assert destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml")) == []
+    assert len(fake.rest_calls("describe")) == 1
+
+
+def test_a_standard_org_without_the_custom_fields_gets_each_one_named(fake: FakeSalesforce) -> None:
+    fake.objects["Lead"] = standard_lead_fields()
+    problems = destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml"))
+    names = {f["name"] for f in leaditio_custom_fields()}
+    for name in names - {"Leaditio_Lead_ID__c"}:
+        assert any(f": {name}: no such field on Lead" in p for p in problems), name
+    assert any("external_id_field Leaditio_Lead_ID__c does not exist" in p and "External ID" in p
+               for p in problems)
+    assert all(p.startswith(str(ROOT / "mappings" / "salesforce.yaml")) for p in problems)
+
+
+def test_every_kind_of_mistake_is_reported_with_file_and_field(fake: FakeSalesforce, tmp_path: Path) -> None:
+    fake.objects["Lead"].append({**next(f for f in fake.objects["Lead"] if f["name"] == "Lead_Score__c"),
+                                 "name": "Plain_Text__c", "externalId": False, "idLookup": False})
+    mapping = write_mapping(tmp_path, """
+fields:
+  Leaditio_Lead_ID__c: {from: id}
+  LastNme: {from: last_name, default: X}
+  Compnay: {value: Acme}
+  Rating: {from: score_tier, map: {hot: Hot, warm: Lukewarm}, otherwise: Frozen}
+  Status: {value: Fresh, update: on_create}
+  LeadSource: {value: Leaditio}
+  Lead_Score_Tier__c: {value: "a tier name that is far too long"}
+  City: {from: suburb, transforms: [{truncate: 100}]}
+  IsConverted: {value: false}
+  OwnerId: {value: 005000000000001, update: always}
+""")
+    problems = destination(fake).check_against_crm(mapping)
+    text = "\n".join(problems)
+    assert all(p.startswith(str(tmp_path / "sf.yaml") + ": ") for p in problems)
+    assert "LastNme: no such field on Lead, did you mean 'LastName'?" in text
+    assert "Compnay: no such field on Lead, did you mean 'Company'?" in text
+    assert "Rating: value 'Lukewarm' is not in the Rating picklist" in text and "restricted" in text
+    assert "Rating: value 'Frozen'" in text
+    assert "Status: value 'Fresh' is not in the Status picklist" in text
+    assert "LeadSource: value 'Leaditio'" in text and "Salesforce stores it" in text
+    assert "Lead_Score_Tier__c: value 'a tier name that is far too lo...' is 32 characters; " \
+           "Lead_Score_Tier__c holds 20" in text
+    assert "City: truncate: 100 is longer than City (40 characters)" in text
+    assert "IsConverted: Lead.IsConverted cannot be set when a record is created" in text
+    assert "IsConverted: Lead.IsConverted cannot be updated" in text
+    assert "LastName: Lead requires it on create but the mapping never fills it" in text
+    assert "Company: Lead requires it on create" in text
+    assert "OwnerId" not in text  # defaulted on create: not required, and writable
+    assert len(problems) == 12, text
+
+
+def test_a_required_field_that_may_be_empty_needs_a_default(fake: FakeSalesforce, tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, """
+fields:
+  Leaditio_Lead_ID__c: {from: id}
+  LastName: {from: last_name}
+  Company: {template: "{first_name}", default: Private}
+""")
+    problems = destination(fake).check_against_crm(mapping)
+    assert problems == [f"{tmp_path / 'sf.yaml'}: LastName: Lead requires LastName but some leads may have no "
+                        "value for it; add a `default:`"]
+
+
+def test_an_external_id_field_that_is_not_marked_external(fake: FakeSalesforce, tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, """
+fields:
+  City: {from: suburb}
+  LastName: {from: last_name, default: X}
+  Company: {value: X}
+""")
+    problems = destination(fake, external_id_field="City").check_against_crm(mapping)
+    assert problems == [f"{tmp_path / 'sf.yaml'}: external_id_field City on Lead is not marked External ID: "
+                        "tick 'External ID' (and 'Unique') on the field"]
+
+
+def test_an_unknown_object_or_a_failed_login_is_reported_not_raised(fake: FakeSalesforce) -> None:
+    mapping = load_mapping(ROOT / "mappings" / "salesforce.yaml")
+    problems = destination(fake, object="Leed").check_against_crm(mapping)
+    assert len(problems) == 1 and "cannot read Leed from Salesforce" in problems[0] and "NOT_FOUND" in problems[0]
+    fake.expire_sessions()
+    problems = destination(fake, session_id="00Dstale").check_against_crm(mapping)
+    assert len(problems) == 1 and "INVALID_SESSION_ID" in problems[0]
+
+
+def test_the_cli_flag_runs_the_check(fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mapping = tmp_path / "sf.yaml"
+    mapping.write_text("fields:\n  Leaditio_Lead_ID__c: {from: id}\n  LastName: {value: X}\n  Company: "
+                       "{value: X}\n  Ratng: {from: score_tier}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""
+database: {{url: "sqlite:///{tmp_path / 'c.db'}"}}
+sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
+destinations:
+  sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}",
+        mapping: sf.yaml}}
+""")
+    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("SF_SID", fake.new_session())
+    result = CliRunner().invoke(main, ["--config", str(config), "mappings", "check", "--against-crm"])
+    assert result.exit_code == 1, result.output
+    assert "Ratng: no such field on Lead, did you mean 'Rating'?" in result.output
