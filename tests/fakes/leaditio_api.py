@@ -137,7 +137,8 @@ class FakeLeaditioApi:
     # --- server lifecycle -----------------------------------------------------------------
     def start(self) -> FakeLeaditioApi:
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
         return self
 
