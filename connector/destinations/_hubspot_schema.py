@@ -149,7 +149,13 @@ def check_mapping(mapping: Mapping, properties: dict[str, Any], *, object_type: 
         prop = properties.get(name)
         if prop is None:
             hint = did_you_mean(name, properties)
-            fix = hint or f" ({setup_hint} creates it)"
+            ours = [n for n, p in properties.items() if _get(p, "hubspot_defined", "hubspotDefined")]
+            if not hint:
+                fix = f" ({setup_hint} creates it)"
+            elif hint == did_you_mean(name, ours):
+                fix = hint  # a typo of one of HubSpot's own properties
+            else:
+                fix = f"{hint} (if not, {setup_hint} creates it)"
             problems.append(f"{prefix}: HubSpot {object_type} have no property '{name}'{fix}")
             continue
         if is_read_only(prop):

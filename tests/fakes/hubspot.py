@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import re
 import sys
 import threading
@@ -675,7 +676,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval-ms", type=int, default=10_000)
     parser.add_argument("--daily-limit", type=int, default=250_000)
     parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--quiet", action="store_true", help="do not log every request")
     args = parser.parse_args(argv)
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from werkzeug.serving import make_server
 
     fake = FakeHubSpot(tokens=(args.token,), max_per_interval=args.max_per_interval,

@@ -1,0 +1,123 @@
+"""Webhook in, worker out to the fake HubSpot: the whole path, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.config import Config, load_config
+from connector.store import Store
+from connector.store.schema import DEAD, DELIVERED, PENDING
+from connector.web import create_app
+from connector.worker import Worker
+from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
+from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+from tests.fakes.server import serve
+
+
+@pytest.fixture
+def token() -> str:
+    return f"pat-na1-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def fake(token: str) -> Iterator[FakeHubSpot]:
+    with hubspot_server(FakeHubSpot(tokens=(token,))) as (fake, url, _ca):
+        fake.url = url  # type: ignore[attr-defined]
+        yield fake
+
+
+def hubspot_config(tmp_path: Path, database_url: str, url: str, token: str, **settings: Any) -> Config:
+    path = write_config(tmp_path, database_url, destinations={"hubspot": {
+        "type": "hubspot", "mapping": "mappings/hubspot.yaml", "access_token": "${HUBSPOT_ACCESS_TOKEN}",
+        "host": url, "client_side_validation": True, **settings}},
+        routes=[{"source": "leaditio", "destination": "hubspot"}])
+    return load_config(path, env={**ENV, "HUBSPOT_ACCESS_TOKEN": token})
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, database_url: str, fake: FakeHubSpot, token: str) -> Iterator[tuple[Config, Store, str]]:
+    config = hubspot_config(tmp_path, database_url, fake.url, token)  # type: ignore[attr-defined]
+    store = Store(config.database.url)
+    store.upgrade()
+    config.build_destination("hubspot").setup(config.load_mapping("hubspot"))
+    with serve(create_app(config, store)) as receiver:
+        yield config, store, receiver
+    store.dispose()
+
+
+def states(store: Store) -> list[str]:
+    return [r["state"] for r in sorted(store.deliveries_query(destination="hubspot", limit=1000), key=lambda r: r["id"])]
+
+
+def test_leads_become_contacts_in_one_call_and_updates_keep_sales_changes(pipeline: Any, fake: FakeHubSpot) -> None:
+    config, store, receiver = pipeline
+    for n in range(30):
+        payload = leaditio_payload(lead_id=f"lead_{n:03d}", timestamp=f"2026-05-20T10:{n:02d}:00Z")
+        payload["contact"]["email"] = f"buyer{n}@example.com"
+        assert post_webhook(receiver, payload).status_code == 200
+    upserts = fake.count("/batch/upsert")
+    Worker(config, store).drain(timeout=20)
+    assert states(store) == [DELIVERED] * 30
+    assert fake.count("/batch/upsert") - upserts == 1 and len(fake.contacts) == 30
+    contact = fake.find("leaditio_lead_id", "leaditio:lead_007")
+    assert contact["properties"]["email"] == "buyer7@example.com"
+    assert store.lead_states("hubspot", ["leaditio:lead_007"])["leaditio:lead_007"][1] == contact["id"]
+
+    contact["properties"]["lifecyclestage"] = "salesqualifiedlead"  # a rep moved it on
+    update = leaditio_payload(lead_id="lead_007", event="lead.updated", timestamp="2026-05-21T09:00:00Z",
+                              score=96, score_tier="hot")
+    assert post_webhook(receiver, update).status_code == 200
+    Worker(config, store).drain(timeout=20)
+    assert len(fake.contacts) == 30
+    assert contact["properties"]["leaditio_score"] == "96"
+    assert contact["properties"]["lifecyclestage"] == "salesqualifiedlead"
+    assert contact["properties"]["email"] == "buyer7@example.com"  # the update's email did not overwrite it
+
+
+def test_only_the_bad_lead_is_dead_lettered_with_hubspots_words(pipeline: Any, fake: FakeHubSpot) -> None:
+    config, store, receiver = pipeline
+    for n in range(3):
+        payload = leaditio_payload(lead_id=f"lead_{n}", timestamp=f"2026-05-20T10:0{n}:00Z")
+        payload["contact"]["email"] = "not-an-email" if n == 1 else f"ok{n}@example.com"
+        post_webhook(receiver, payload)
+    Worker(config, store).drain(timeout=20)
+    assert states(store) == [DELIVERED, DEAD, DELIVERED]
+    dead = store.deliveries_query(state=DEAD)[0]
+    assert dead["last_error_code"] == "INVALID_EMAIL" and "Email address not-an-email is invalid" in dead["last_error"]
+
+
+def test_a_revoked_token_pauses_the_destination_and_loses_nothing(pipeline: Any, fake: FakeHubSpot,
+                                                                  token: str) -> None:
+    config, store, receiver = pipeline
+    post_webhook(receiver, leaditio_payload())
+    fake.revoke(token)
+    Worker(config, store).run_once("hubspot")
+    assert states(store) == [PENDING]
+    pause = store.status()["pauses"]["hubspot"]
+    assert pause["kind"] == "config" and "expired" in pause["reason"]
+    row = store.deliveries_query(destination="hubspot")[0]
+    assert row["attempts"] == 0  # a config problem is not the lead's attempt
+
+
+def test_the_daily_limit_pauses_until_midnight_without_dead_letters(tmp_path: Path, database_url: str,
+                                                                    token: str) -> None:
+    with hubspot_server(FakeHubSpot(tokens=(token,), daily_limit=0)) as (fake, url, _ca):
+        config = hubspot_config(tmp_path, database_url, url, token, id_property="email")
+        store = Store(config.database.url)
+        store.upgrade()
+        with serve(create_app(config, store)) as receiver:
+            post_webhook(receiver, leaditio_payload())
+        worker = Worker(config, store)
+        worker.run_once("hubspot")
+        pause = store.status()["pauses"]["hubspot"]
+        assert pause["kind"] == "rate_limit" and "daily" in pause["reason"]
+        assert states(store) == [PENDING]
+        assert fake.rate_limited == 1
+        assert 0 < pause["until"] - time.time() <= 86_400 + 3600  # until the account's midnight
+        store.dispose()
