@@ -124,6 +124,11 @@ RULES: list[Rule] = [
     Rule("hubspot", None, "DUPLICATE_ID_IN_BATCH", Retryable),  # goes again in a later batch
     Rule("hubspot", 429, "DAILY", RateLimited, (("pause_destination", True),)),
     Rule("hubspot", 429, None, RateLimited),
+    # --- LeadNod: OAuth token endpoint (RFC 6749 codes, sent with 400 or 401) ----------
+    Rule("leadnod", None, "invalid_client", ConfigProblem),
+    Rule("leadnod", None, "unauthorized_client", ConfigProblem),
+    Rule("leadnod", None, "invalid_scope", ConfigProblem),
+    Rule("leadnod", None, "unsupported_grant_type", ConfigProblem),
     # --- Marketplace APIs (backfill and account calls) --------------------------------
     Rule(None, 401, "unauthorized", ConfigProblem),
     Rule(None, 403, "forbidden", ConfigProblem),
