@@ -46,7 +46,7 @@ def wait_up(port: int, timeout: float = 30) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"server on {port} did not start")
+    raise SystemExit(f"server on {port} did not start (see the gunicorn log in {tempfile.gettempdir()})")
 
 
 def bodies(count: int) -> list[tuple[bytes, str]]:
@@ -121,7 +121,7 @@ def slow_crm(port: int) -> subprocess.Popen:
     code = ("import time\nfrom flask import Flask\napp = Flask('slow')\n"
             "@app.post('/leads')\ndef leads():\n    time.sleep(1.0)\n    return {'id': 'x'}\n")
     return subprocess.Popen([sys.executable, "-c", code + f"app.run(port={port}, threaded=True)"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run(name: str, app: str, work: list, concurrency: int, config: Path | None, crm: str | None) -> dict:
@@ -135,8 +135,9 @@ def run(name: str, app: str, work: list, concurrency: int, config: Path | None, 
             extra.append(subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}", app],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
         wait_up(port)
         load(port, work[:200], concurrency)  # warm up (distinct ids from the measured run)
@@ -157,14 +158,12 @@ def main() -> None:
     args = parser.parse_args()
     work = bodies(args.requests + 200)
     results = []
-    with tempfile.TemporaryDirectory() as bare_dir:
-        results.append(run("bare Flask endpoint", "bench.bare_app:create_app()", work, args.concurrency,
-                           None, None))
-        del bare_dir
+    results.append(run("bare Flask endpoint", "bench.bare_app:create_app()", work, args.concurrency, None, None))
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         results.append(run("connector (SQLite)", "connector.web:create_app()", work, args.concurrency,
                            write_config(Path(folder), None), None))
+        os.chdir(ROOT)
     crm_port = free_port()
     crm = slow_crm(crm_port)
     try:
@@ -174,6 +173,7 @@ def main() -> None:
             results.append(run("connector + CRM taking 1 s/call", "connector.web:create_app()", work,
                                args.concurrency, write_config(Path(folder), f"http://127.0.0.1:{crm_port}/leads"),
                                "slow"))
+            os.chdir(ROOT)
     finally:
         crm.terminate()
     os.chdir(ROOT)

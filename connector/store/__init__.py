@@ -7,10 +7,15 @@ can run, and a killed worker's batch is taken up again once its lease runs out.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import queue
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,27 +69,104 @@ def lead_key(source: str, lead_id: str | None, event_key: str) -> str:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                                  poolclass=sa.pool.QueuePool if ":memory:" not in url else sa.pool.StaticPool,
-                                  pool_size=8, max_overflow=16)
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the event is on disk
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # Take the write lock up front: no deadlock upgrading a read lock under concurrency.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+        return _sqlite_engine(url)
     return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    """SQLite in WAL mode, fsync on every commit, each transaction taking the write lock up front."""
+    memory = ":memory:" in url or url in ("sqlite://", "sqlite:///")
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                              poolclass=sa.pool.StaticPool if memory else sa.pool.QueuePool,
+                              **({} if memory else {"pool_size": 8, "max_overflow": 16}))
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the event is on disk
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # No deadlock upgrading a read lock to a write lock under concurrency.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class WriterLock:
+    """One SQLite transaction at a time across processes, queued on a kernel file lock.
+
+    SQLite's own busy handler sleeps and polls; with several gunicorn processes taking webhooks
+    the polling, not the work, set the slowest answer times. A waiter on `flock` wakes the moment
+    the lock is free. Each thread has its own file handle (flock excludes per open file).
+    """
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._local = threading.local()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = self._local.handle = open(self.path, "a+b")  # noqa: SIM115 - kept per thread
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class GroupCommit:
+    """Concurrent webhooks of one process share one SQLite transaction, so one fsync serves many.
+
+    Each caller still waits until the transaction holding its event has committed: a 2xx is only
+    ever sent for an event on disk.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue: queue.Queue[tuple[tuple[Any, ...], Future[Recorded]]] = queue.Queue()
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    def submit(self, *item: Any) -> Recorded:
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+                    self._started = True
+        future: Future[Recorded] = Future()
+        self.queue.put((item, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with self.store._tx() as conn:
+                    results = [self.store._record(conn, *item) for item, _ in batch]
+            except Exception as exc:  # the database is down: every waiter answers 503
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
 
 
 class Store:
@@ -92,11 +174,21 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        database = self.engine.url.database
+        self._writer = WriterLock(f"{database}.lock" if not self.is_postgres and database
+                                  and database != ":memory:" else None)
         if self.is_postgres:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
+        self._group = None if self.is_postgres else GroupCommit(self)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """Every read and write of the store: one transaction, committed before the lock is let go."""
+        with self._writer.held(), self.engine.begin() as conn:
+            yield conn
 
     # --- schema -----------------------------------------------------------------------
     def upgrade(self) -> str:
@@ -132,8 +224,10 @@ class Store:
     # --- in: events -------------------------------------------------------------------
     def record_event(self, event: InboundEvent, destinations: Sequence[str], *, body: bytes,
                      signature_index: int | None = None) -> Recorded:
-        """Store one event and its deliveries in one transaction; a duplicate is stored once."""
-        with self.engine.begin() as conn:
+        """Store one event and its deliveries, committed before this returns; a duplicate is stored once."""
+        if self._group is not None:
+            return self._group.submit(event, destinations, body, signature_index)
+        with self._tx() as conn:
             return self._record(conn, event, destinations, body, signature_index)
 
     def record_events(self, batch: Iterable[tuple[InboundEvent, Sequence[str], bytes]],
@@ -143,7 +237,7 @@ class Store:
 
         `checkpoint` is (source, job_key, params, state, done).
         """
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             results = [self._record(conn, event, dests, body, None) for event, dests, body in batch]
             if checkpoint is not None:
                 self._save_checkpoint(conn, *checkpoint)
@@ -189,7 +283,7 @@ class Store:
                  .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
                                        events.c.occurred_at == newest.c.at))
                  .where(events.c.source == source))
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return {row.lead_id: json.loads(row.lead_json) for row in conn.execute(query)}
 
     # --- out: claiming and settling deliveries ----------------------------------------
@@ -210,7 +304,7 @@ class Store:
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT :limit {lock})
             RETURNING id""")
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             ids = [row[0] for row in conn.execute(sql, {"owner": owner, "until": now + lease, "dest": destination,
                                                          "now": now, "limit": limit})]
             if not ids:
@@ -232,7 +326,7 @@ class Store:
         active = [d for d in destinations if pauses.get(d, {}).get("until", 0) <= before]
         if not active:
             return 0
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
                 deliveries.c.state == PENDING, deliveries.c.destination.in_(active),
                 deliveries.c.next_attempt_at <= before)).scalar() or 0
@@ -240,7 +334,7 @@ class Store:
     def lead_states(self, destination: str, keys: Sequence[str]) -> dict[str, tuple[float, str | None]]:
         if not keys:
             return {}
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             rows = conn.execute(sa.select(lead_state.c.lead_key, lead_state.c.last_occurred_at,
                                           lead_state.c.crm_id)
                                 .where(lead_state.c.destination == destination,
@@ -254,7 +348,7 @@ class Store:
         what another worker did since. A delivered row also moves the lead's state forward.
         """
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             for u in updates:
                 values = {k: v for k, v in u.items() if k not in {"delivery_id", "lead_key", "destination",
                                                                    "occurred_at", "event_id"}}
@@ -284,7 +378,7 @@ class Store:
         """Give leased deliveries back untouched (no attempt counted), due again at `next_attempt_at`."""
         if not delivery_ids:
             return
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(deliveries.update()
                          .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.lease_owner == owner)
                          .values(lease_owner=None, lease_until=None, next_attempt_at=next_attempt_at,
@@ -294,23 +388,23 @@ class Store:
     def pause(self, destination: str, until: float, kind: str, reason: str) -> None:
         stmt = self._insert(destination_pauses).values(destination=destination, until=until, kind=kind,
                                                        reason=reason, updated_at=time.time())
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(stmt.on_conflict_do_update(index_elements=[destination_pauses.c.destination],
                                                     set_={"until": until, "kind": kind, "reason": reason,
                                                           "updated_at": stmt.excluded.updated_at}))
 
     def unpause(self, destination: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(destination_pauses.delete().where(destination_pauses.c.destination == destination))
 
     def pauses(self) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_pauses))}
 
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:
         now = time.time()
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             by_state = conn.execute(sa.select(deliveries.c.destination, deliveries.c.state, sa.func.count())
                                     .group_by(deliveries.c.destination, deliveries.c.state)).all()
             oldest = conn.execute(sa.select(deliveries.c.destination, sa.func.min(deliveries.c.created_at))
@@ -341,14 +435,14 @@ class Store:
             query = query.where(deliveries.c.state == state)
         if destination:
             query = query.where(deliveries.c.destination == destination)
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
                            events.c.body, events.c.origin, events.c.received_at)
                  .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             row = conn.execute(query).first()
             return dict(row._mapping) if row else None
 
@@ -364,13 +458,13 @@ class Store:
             stmt = stmt.where(deliveries.c.state == state)
         if destination:
             stmt = stmt.where(deliveries.c.destination == destination)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(stmt).rowcount
 
     def replay_ids(self, *, event_id: int | None = None, source: str | None = None, lead_id: str | None = None,
                    destination: str | None = None) -> list[int]:
         """Delivery ids to re-send: those of one event, or of a lead's newest event."""
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             if event_id is None:
                 event_id = conn.execute(
                     sa.select(events.c.id).where(events.c.lead_id == lead_id, events.c.deliverable.is_(True),
@@ -387,13 +481,13 @@ class Store:
         """Forget finished events older than `older_than` seconds (never pending or dead ones)."""
         cutoff = time.time() - older_than
         open_events = sa.select(deliveries.c.event_id).where(deliveries.c.state.in_([PENDING, DEAD]))
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(events.delete().where(events.c.received_at < cutoff,
                                                       events.c.id.not_in(open_events))).rowcount
 
     # --- backfill checkpoints -------------------------------------------------------------
     def checkpoint(self, source: str, job_key: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             row = conn.execute(sa.select(backfill_checkpoints).where(
                 backfill_checkpoints.c.source == source, backfill_checkpoints.c.job_key == job_key)).first()
         if row is None:
@@ -403,11 +497,11 @@ class Store:
 
     def save_checkpoint(self, source: str, job_key: str, params: dict[str, Any], state: dict[str, Any],
                         done: bool = False) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             self._save_checkpoint(conn, source, job_key, params, state, done)
 
     def delete_checkpoint(self, source: str, job_key: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(backfill_checkpoints.delete().where(backfill_checkpoints.c.source == source,
                                                              backfill_checkpoints.c.job_key == job_key))
 
