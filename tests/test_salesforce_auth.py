@@ -208,3 +208,17 @@ def test_settings_explain_what_each_auth_mode_needs() -> None:
         Settings.model_validate({"auth": "jwt", "username": "u", "consumer_key": "k"})
     assert Settings.model_validate({"auth": "session", "session_id": "x", "instance_url": "https://a",
                                     "api_version": "v60.0", "timeout": "5s"}).api_version == "60.0"
+
+
+def test_ca_bundle_setting_trusts_a_private_ca_when_no_env_var_overrides_it(
+        fake: FakeSalesforce, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca_file = tmp_path / "private-ca.pem"
+    fake.ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    dest = connect(fake, **password_settings(fake, ca_bundle=str(ca_file)))
+    assert dest.send([lead()])[0].ok
+    untrusting = connect(fake, **password_settings(fake))
+    with pytest.raises(Retryable) as caught:
+        untrusting.send([lead()])
+    assert "SSL" in caught.value.message or "certificate" in caught.value.message.lower()

@@ -142,3 +142,62 @@ destinations:
     result = CliRunner().invoke(main, ["--config", str(config), "mappings", "check", "--against-crm"])
     assert result.exit_code == 1, result.output
     assert "Ratng: no such field on Lead, did you mean 'Rating'?" in result.output
+
+
+# --- crm setup: creating the custom fields the mapping needs -----------------------------------
+def test_setup_creates_the_missing_fields_grants_access_and_is_safe_to_repeat(fake: FakeSalesforce) -> None:
+    fake.objects["Lead"] = standard_lead_fields()
+    mapping = load_mapping(ROOT / "mappings" / "salesforce.yaml")
+    dest = destination(fake)
+
+    done = dest.setup(mapping)
+
+    created = {f["name"]: f for f in fake.objects["Lead"] if f["custom"]}
+    assert set(created) == {f["name"] for f in leaditio_custom_fields()}
+    assert created["Leaditio_Lead_ID__c"]["externalId"] and created["Leaditio_Lead_ID__c"]["unique"]
+    assert created["Lead_Score__c"]["type"] == "double" and created["Budget_Min__c"]["type"] == "currency"
+    assert created["Lead_Score_Tier__c"]["length"] == 20 and created["Service_Type__c"]["length"] == 255
+    assert "created Lead.Leaditio_Lead_ID__c (Text(255), External ID, Unique)" in done
+    assert done[-1].startswith("gave the connector's user edit access to 8 new field(s)")
+    assert len(fake.records["PermissionSetAssignment"]) == 1
+    # the fields are now visible and writable for the connector's user
+    assert dest.check_against_crm(mapping) == []
+    assert dest.setup(mapping) == []
+    assert len(fake.records["PermissionSet"]) == 1
+
+
+def test_setup_infers_types_from_transforms_and_refuses_standard_names(fake: FakeSalesforce, tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, """
+fields:
+  Leaditio_Lead_ID__c: {from: id}
+  LastName: {value: X}
+  Company: {value: X}
+  Delivered_At__c: {from: delivered_at, transforms: [{date: iso}]}
+  Delivered_On__c: {from: delivered_at, transforms: [{date: "%Y-%m-%d"}]}
+  Notes__c: {from: service_type, transforms: [{truncate: 5000}]}
+  Phone_Valid__c: {value: true}
+  Mobile: {from: phone}
+""")
+    done = destination(fake).setup(mapping)
+    types = {f["name"]: f["type"] for f in fake.objects["Lead"]}
+    assert (types["Delivered_At__c"], types["Delivered_On__c"]) == ("datetime", "date")
+    assert (types["Notes__c"], types["Phone_Valid__c"]) == ("textarea", "boolean")
+    assert any("not created Lead.Mobile: only custom fields (ending in __c) can be created" in d for d in done)
+
+
+def test_setup_through_the_cli_uses_the_default_mapping(fake: FakeSalesforce, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.objects["Lead"] = standard_lead_fields()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""
+database: {{url: "sqlite:///{tmp_path / 'c.db'}"}}
+sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
+destinations:
+  sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}"}}
+""")
+    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("SF_SID", fake.new_session())
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
+    assert result.exit_code == 0, result.output
+    assert "created Lead.Lead_Score__c" in result.output

@@ -177,6 +177,13 @@ def test_a_locked_row_is_retried_not_dead_lettered(fake: FakeSalesforce) -> None
     assert outcomes[1].ok
 
 
+def test_a_trigger_that_hit_a_locked_row_is_retried_too(fake: FakeSalesforce) -> None:
+    fake.trigger_locked.add("busy")
+    outcome, = destination(fake).send([raw(1, "busy", {"LastName": "A", "Company": "B"})])
+    assert type(outcome.error) is Retryable and outcome.error.code == "UNABLE_TO_LOCK_ROW"
+    assert "LeadTrigger" in outcome.error.message
+
+
 def test_one_unparseable_value_does_not_sink_the_batch(fake: FakeSalesforce) -> None:
     """Salesforce refuses the whole request for text in a number field; the batch is halved to find it."""
     dest = destination(fake)

@@ -13,7 +13,8 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import requests
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -26,6 +27,7 @@ from simple_salesforce.exceptions import (
 
 from connector.destinations._salesforce_auth import http_session, login
 from connector.destinations._salesforce_check import mapping_problems
+from connector.destinations._salesforce_setup import PERMISSION_SET, custom_field_metadata, describe_metadata
 from connector.destinations.base import (
     Destination,
     DestinationSettings,
@@ -35,10 +37,14 @@ from connector.destinations.base import (
 )
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
 
+if TYPE_CHECKING:  # connector.mapping imports this package: only lazy imports of it here
+    from connector.mapping import Mapping
+
 log = logging.getLogger("connector.destinations.salesforce")
 T = TypeVar("T")
 REMOTE = "salesforce"
 COLLECTION_LIMIT = 200
+DEFAULT_MAPPING = "mappings/salesforce.yaml"
 
 
 class Settings(DestinationSettings):
@@ -408,7 +414,7 @@ class SalesforceDestination(Destination):
             self._describes[name] = self._call(lambda c: self._restful(c, f"sobjects/{name}/describe"))
         return self._describes[name]
 
-    def check_against_crm(self, mapping: Any) -> list[str]:
+    def check_against_crm(self, mapping: Mapping) -> list[str]:
         try:
             describe = self.describe()
         except SalesforceError as exc:
@@ -418,12 +424,91 @@ class SalesforceDestination(Destination):
             return [f"{mapping.path}: cannot check against Salesforce: {exc.describe()}"]
         return mapping_problems(mapping, describe, self.settings.object, self.settings.external_id_field)
 
-    def setup(self) -> list[str]:
-        raise NotImplementedError("create the custom fields listed in the Salesforce setup guide "
-                                  "(docs/readme/salesforce.md), then run `connector mappings check --against-crm`")
+    def setup(self, mapping: Mapping | None = None) -> list[str]:
+        """Create the custom fields the mapping writes that the object lacks, and let our user edit them.
+
+        Needs a user allowed to customize the org (Customize Application, Assign Permission Sets);
+        safe to repeat: what exists is left alone.
+        """
+        mapping = mapping or _default_mapping()
+        try:
+            return self._setup(mapping)
+        except SalesforceError as exc:
+            raise self._request_error(exc) from None
+
+    def _setup(self, mapping: Mapping) -> list[str]:
+        from connector.mapping.spec import FieldSpec
+
+        s = self.settings
+        self._describes.pop(s.object, None)
+        have = {f["name"].lower() for f in self.describe().get("fields", [])}
+        wanted = {n: spec for n, spec in mapping.fields.items() if spec.update is not UpdatePolicy.never}
+        if not any(n.lower() == s.external_id_field.lower() for n in wanted):
+            wanted[s.external_id_field] = FieldSpec.model_validate({"from": "id"})
+        done: list[str] = []
+        created: list[str] = []
+        for name, spec in wanted.items():
+            if name.lower() in have:
+                continue
+            if not name.endswith("__c"):
+                done.append(f"not created {s.object}.{name}: only custom fields (ending in __c) can be created; "
+                            f"is the name in {mapping.path} right?")
+                continue
+            meta = custom_field_metadata(name, spec, s.external_id_field)
+            body = {"FullName": f"{s.object}.{name}", "Metadata": meta}
+            self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST", data=body,
+                                                             timeout=s.timeout))
+            created.append(name)
+            done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
+        if created:
+            done.append(self._grant_access(created))
+            self._describes.pop(s.object, None)
+        return done
+
+    def _grant_access(self, fields: list[str]) -> str:
+        """New fields are invisible to everyone (field-level security): grant them to our own user
+        through a permission set, created and assigned once."""
+        s = self.settings
+        found = self._call(lambda c: self._query(c, format_soql(
+            "SELECT Id FROM PermissionSet WHERE Name = {}", PERMISSION_SET)))
+        if found:
+            permission_set = found[0]["Id"]
+        else:
+            permission_set = self._call(lambda c: self._restful(c, "sobjects/PermissionSet", method="POST", json={
+                "Name": PERMISSION_SET, "Label": "Lead connector fields",
+                "Description": "Edit access to the fields the lead connector writes"}))["id"]
+        records = [{"attributes": {"type": "FieldPermissions"}, "ParentId": permission_set, "SobjectType": s.object,
+                    "Field": f"{s.object}.{name}", "PermissionsRead": True, "PermissionsEdit": True}
+                   for name in fields]
+        results = self._call(lambda c: self._restful(c, "composite/sobjects", method="POST",
+                                                     json={"allOrNone": False, "records": records}))
+        refused = [f"{name} ({'; '.join(e.get('message', '') for e in r.get('errors') or [])})"
+                   for name, r in zip(fields, results or [], strict=False) if not r.get("success")]
+        user = self._call(lambda c: c.oauth2("userinfo"))["user_id"]
+        assigned = self._call(lambda c: self._query(c, format_soql(
+            "SELECT Id FROM PermissionSetAssignment WHERE PermissionSetId = {} AND AssigneeId = {}",
+            permission_set, user)))
+        if not assigned:
+            self._call(lambda c: self._restful(c, "sobjects/PermissionSetAssignment", method="POST",
+                                               json={"PermissionSetId": permission_set, "AssigneeId": user}))
+        granted = len(fields) - len(refused)
+        line = f"gave the connector's user edit access to {granted} new field(s) via permission set {PERMISSION_SET}"
+        if refused:
+            line += f"; could not grant: {', '.join(refused)}"
+        return line
 
     def close(self) -> None:
         self.http.close()
+
+
+def _default_mapping() -> Mapping:
+    """`crm setup` without a mapping: mappings/salesforce.yaml beside the config or the code."""
+    from connector.mapping import load_mapping
+
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / DEFAULT_MAPPING).exists():
+            return load_mapping(base / DEFAULT_MAPPING)
+    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
 
 
 def _explain_duplicates(error: dict[str, Any], message: str, mode: str) -> str:

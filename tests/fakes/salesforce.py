@@ -108,6 +108,27 @@ def leaditio_custom_fields() -> list[dict[str, Any]]:
     ]
 
 
+def admin_objects() -> dict[str, list[dict[str, Any]]]:
+    """The setup objects `crm setup` writes to grant field access (a small part of each)."""
+    ident = _field("Id", "id", length=18, nillable=False, createable=False, updateable=False, defaulted=True)
+    return {
+        "PermissionSet": [ident, _field("Name", length=80, nillable=False), _field("Label", length=80, nillable=False),
+                          _field("Description", "textarea", length=255)],
+        "FieldPermissions": [ident, _field("ParentId", "reference", length=18, nillable=False),
+                             _field("SobjectType", length=40, nillable=False), _field("Field", length=100,
+                                                                                      nillable=False),
+                             _field("PermissionsRead", "boolean", nillable=False, defaulted=True),
+                             _field("PermissionsEdit", "boolean", nillable=False, defaulted=True)],
+        "PermissionSetAssignment": [ident, _field("PermissionSetId", "reference", length=18, nillable=False),
+                                    _field("AssigneeId", "reference", length=18, nillable=False)],
+    }
+
+
+TOOLING_TYPES = {"Text": "string", "Number": "double", "Currency": "currency", "DateTime": "datetime",
+                 "Date": "date", "Checkbox": "boolean", "LongTextArea": "textarea"}
+USER_ID = "0055g00000FAKEUSER"
+
+
 def contact_fields() -> list[dict[str, Any]]:
     return [
         _field("Id", "id", length=18, nillable=False, createable=False, updateable=False, defaulted=True),
@@ -171,14 +192,16 @@ class FakeSalesforce:
     def reset(self) -> None:
         with self.lock:
             self.objects: dict[str, list[dict[str, Any]]] = {
-                "Lead": standard_lead_fields() + leaditio_custom_fields(), "Contact": contact_fields()}
-            self.records: dict[str, dict[str, dict[str, Any]]] = {"Lead": {}, "Contact": {}}
+                "Lead": standard_lead_fields() + leaditio_custom_fields(), "Contact": contact_fields(),
+                **admin_objects()}
+            self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.objects}
             self.sessions: set[str] = set()
             self.api_calls = 0  # REST calls, which is what the org's daily allowance counts
             self.api_limit = 15000
             self.requests: list[dict[str, Any]] = []  # every request, logins included
             self.script: list[tuple[int, Any]] = []  # answers to give to the next REST calls instead
             self.locked: dict[str, int] = {}  # external id -> how many more times it is locked
+            self.trigger_locked: set[str] = set()  # external ids whose Apex trigger hits a locked row
             self.duplicate_rule: str | None = None  # None, "alert" or "block": matching Email
             self.delay = 0.0
             self.logins = 0
@@ -226,13 +249,25 @@ class FakeSalesforce:
 
     # --- helpers -----------------------------------------------------------------------
     def _new_id(self, obj: str) -> str:
-        prefix = {"Lead": "00Q", "Contact": "003"}.get(obj, "a00")
+        prefix = {"Lead": "00Q", "Contact": "003", "PermissionSet": "0PS", "FieldPermissions": "01k",
+                  "PermissionSetAssignment": "0Pa", "CustomField": "00N"}.get(obj, "a00")
         return f"{prefix}5g{uuid.uuid4().hex[:13].upper()}"
 
     def _fields(self, obj: str) -> dict[str, dict[str, Any]]:
+        """The fields this user can see: a field created through the Tooling API stays hidden until a
+        permission set assigned to the user grants it (field-level security)."""
         if obj not in self.objects:
             raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
-        return {f["name"].lower(): f for f in self.objects[obj]}
+        granted = self._granted_fields()
+        return {f["name"].lower(): f for f in self.objects[obj]
+                if not f.get("_hidden") or f"{obj}.{f['name']}".lower() in granted}
+
+    def _granted_fields(self) -> set[str]:
+        with self.lock:
+            assigned = {a["PermissionSetId"] for a in self.records["PermissionSetAssignment"].values()
+                        if a.get("AssigneeId") == USER_ID}
+            return {p["Field"].lower() for p in self.records["FieldPermissions"].values()
+                    if p.get("ParentId") in assigned and p.get("PermissionsEdit")}
 
     def _matches(self, obj: str, field: str, value: Any) -> list[dict[str, Any]]:
         return [r for r in self.records[obj].values() if str(r.get(field)) == str(value)]
@@ -303,6 +338,10 @@ class FakeSalesforce:
         if self.locked.get(value):
             self.locked[value] -= 1
             raise RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records")
+        if value in self.trigger_locked:
+            raise RecordError("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "LeadTrigger: execution of AfterInsert caused "
+                              "by: System.DmlException: Update failed. First exception on row 0; first error: "
+                              "UNABLE_TO_LOCK_ROW, unable to obtain exclusive access to this record: []")
         values = {fields[k.lower()]["name"]: v for k, v in values.items() if k.lower() != field.lower()}
         matches = self._matches(obj, spec["name"], value)
         if len(matches) > 1:
@@ -489,6 +528,67 @@ class FakeSalesforce:
                     results.append({"id": existing["Id"], "success": True, "errors": []})
             return self._json(results, 200)
 
+        @app.post(f"{API}/sobjects/<obj>")
+        def create_one(version: str, obj: str) -> Response:
+            body = request.get_json()
+            self._check_columns(obj, body)
+            with self.lock:
+                try:
+                    record_id = self._create(obj, body)
+                except RecordError as exc:
+                    return self._json([exc.as_rest_error()], 400)
+            return self._json({"id": record_id, "success": True, "errors": []}, 201)
+
+        @app.post(f"{API}/composite/sobjects")
+        def create_many(version: str) -> Response:
+            results = []
+            records = request.get_json().get("records") or []
+            for record in records:
+                self._check_columns(record["attributes"]["type"], record)
+            with self.lock:
+                for record in records:
+                    values = {k: v for k, v in record.items() if k != "attributes"}
+                    try:
+                        results.append({"id": self._create(record["attributes"]["type"], values), "success": True,
+                                        "errors": []})
+                    except RecordError as exc:
+                        results.append({"success": False, "errors": [exc.as_collection_error()]})
+            return self._json(results, 200)
+
+        @app.post(f"{API}/tooling/sobjects/CustomField/")
+        def create_custom_field(version: str) -> Response:
+            body = request.get_json()
+            full_name, meta = body.get("FullName", ""), body.get("Metadata") or {}
+            obj, _, name = full_name.partition(".")
+            if obj not in self.objects:
+                raise SalesforceError(400, "INVALID_FIELD", f"Cannot find entity {obj}")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*__c", name) or "__" in name[:-3]:
+                raise SalesforceError(400, "FIELD_INTEGRITY_EXCEPTION", f"Invalid API name: {name}")
+            kind = TOOLING_TYPES.get(meta.get("type"))
+            if kind is None or not meta.get("label"):
+                raise SalesforceError(400, "FIELD_INTEGRITY_EXCEPTION", f"Field type or label missing: {meta}")
+            if meta["type"] == "Text" and not 0 < int(meta.get("length") or 0) <= 255:
+                raise SalesforceError(400, "FIELD_INTEGRITY_EXCEPTION", "Length must be between 1 and 255")
+            with self.lock:
+                if any(f["name"].lower() == name.lower() for f in self.objects[obj]):
+                    raise SalesforceError(400, "DUPLICATE_DEVELOPER_NAME",
+                                          "There is already a field named " + name + " on " + obj)
+                field = _field(name, kind, length=int(meta.get("length") or 0), custom=True, label=meta["label"],
+                               external_id=bool(meta.get("externalId")), unique=bool(meta.get("unique")),
+                               defaulted=kind == "boolean", nillable=kind != "boolean")
+                field["_hidden"] = True  # no field-level security yet
+                self.objects[obj].append(field)
+                field_id = self._new_id("CustomField")
+            return self._json({"id": field_id, "success": True, "errors": [], "warnings": [], "infos": []}, 201)
+
+        @app.get("/services/oauth2/userinfo")
+        def userinfo() -> Response:
+            auth = request.headers.get("Authorization", "")
+            if auth[7:] not in self.sessions:
+                return self._json({"error": "invalid_token", "error_description": "Bad_OAuth_Token"}, 403)
+            return self._json({"user_id": USER_ID, "organization_id": ORG_ID,
+                               "preferred_username": self.username}, 200)
+
         @app.get(f"{API}/query")
         @app.get(f"{API}/query/")
         def query(version: str) -> Response:
@@ -529,6 +629,14 @@ class FakeSalesforce:
                     if all((r.get(f) if isinstance(r.get(f), bool) else str(r.get(f))) in wanted
                            for f, _op, wanted in conditions)]
         return obj, columns, rows
+
+    def _create(self, obj: str, values: dict[str, Any]) -> str:
+        fields = self._fields(obj)
+        values = {fields[k.lower()]["name"]: v for k, v in values.items()}
+        self._validate(obj, values, True, None)
+        record_id = self._new_id(obj)
+        self.records[obj][record_id] = {"Id": record_id, **values}
+        return record_id
 
     def _allow_save(self) -> bool:
         return request.headers.get("Sforce-Duplicate-Rule-Header", "").replace(" ", "").lower() == "allowsave=true"

@@ -1,0 +1,74 @@
+"""`connector crm setup` for Salesforce: which custom field each mapped `__c` field should be.
+
+Salesforce needs a type for a new field; the mapping only says where a value comes from. The
+transforms tell us enough: `number` is a number, `budget_min` money, `date: iso` a date-time,
+`truncate: 40` text of 40 characters, the upsert key an External ID. Anything else is Text(255).
+The definitions are Tooling API `CustomField` metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector.mapping.spec import FieldSpec
+
+PERMISSION_SET = "Lead_Connector_Fields"
+TEXT_MAX = 255
+LONG_TEXT_MAX = 131072
+
+
+def label_of(api_name: str) -> str:
+    """`Lead_Score__c` -> `Lead Score` (Salesforce labels are at most 40 characters)."""
+    return re.sub(r"__c$", "", api_name).replace("_", " ").strip()[:40]
+
+
+def _steps(spec: FieldSpec) -> list[tuple[str, Any]]:
+    return [next(iter(s.items())) if isinstance(s, dict) else (s, None) for s in spec.transforms]
+
+
+def custom_field_metadata(api_name: str, spec: FieldSpec, external_id_field: str) -> dict[str, Any]:
+    """Tooling API metadata for a new field that can hold what this mapping field produces."""
+    meta: dict[str, Any] = {"label": label_of(api_name), "description": "Created by the lead connector"}
+    steps = _steps(spec)
+    names = [n for n, _a in steps]
+    truncate = next((int(a) for n, a in reversed(steps) if n == "truncate"), None)
+    date_format = next((str(a) for n, a in reversed(steps) if n == "date"), None)
+    constants = [v for v in [spec.value, spec.default, spec.otherwise, *(spec.map or {}).values()] if v is not None]
+    if api_name.lower() == external_id_field.lower():
+        meta.update(type="Text", length=min(truncate or TEXT_MAX, TEXT_MAX), externalId=True, unique=True,
+                    caseSensitive=False)
+    elif names and names[-1] in ("budget_min", "budget_max"):
+        meta.update(type="Currency", precision=16, scale=2)
+    elif names and names[-1] == "number" or (constants and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in constants)):
+        meta.update(type="Number", precision=16, scale=2)
+    elif date_format is not None and names[-1] == "date":
+        if date_format in ("epoch_ms", "date_epoch_ms"):
+            meta.update(type="Number", precision=18, scale=0)
+        elif date_format == "iso":
+            meta.update(type="DateTime")
+        elif date_format == "%Y-%m-%d":
+            meta.update(type="Date")
+        else:
+            meta.update(type="Text", length=40)
+    elif constants and all(isinstance(v, bool) for v in constants):
+        meta.update(type="Checkbox", defaultValue="false")
+    elif truncate is not None and truncate > TEXT_MAX:
+        meta.update(type="LongTextArea", length=min(truncate, LONG_TEXT_MAX), visibleLines=3)
+    else:
+        meta.update(type="Text", length=min(truncate or TEXT_MAX, TEXT_MAX))
+    return meta
+
+
+def describe_metadata(meta: dict[str, Any]) -> str:
+    """`Text(64), External ID, Unique` for the setup report."""
+    kind = meta["type"]
+    if "length" in meta:
+        kind += f"({meta['length']})"
+    elif "precision" in meta:
+        kind += f"({meta['precision']}, {meta['scale']})"
+    if meta.get("externalId"):
+        kind += ", External ID, Unique"
+    return kind
