@@ -12,7 +12,8 @@ everything about pacing and failure lives here, so every marketplace behaves the
 
 - `RateBudget` decides when the next request may leave. Before any response it allows the configured
   `requests_per_minute` in any sliding minute; once the API sends `X-RateLimit-Remaining` /
-  `X-RateLimit-Reset` it follows those (the server's count is the truth). A 429 holds every caller
+  `X-RateLimit-Reset` (an epoch time, or seconds from now) it follows those (the server's count is
+  the truth). A 429 holds every caller
   of the budget until `Retry-After`. Budgets are shared per (remote, API key) across the process
   (`shared_budget`), so a backfill, a stats call and a webhook registration never add up to more
   than the key allows.
@@ -101,6 +102,8 @@ class RateBudget:
             limit = _int(headers.get("X-RateLimit-Limit"))
             remaining = _int(headers.get("X-RateLimit-Remaining"))
             reset = _float(headers.get("X-RateLimit-Reset"))
+            if reset is not None and reset < 1e9:  # some APIs send seconds until the reset, not a time
+                reset += self._clock()
             if limit is not None and limit > 0:
                 self.limit = limit
             if remaining is not None:

@@ -130,7 +130,8 @@ class Result:
     requests: int = 0  # API requests in this run
     rate_limited: int = 0  # 429s in this run
     passes: int = 1
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # leads may be missing: the run is not ok
+    notes: list[str] = field(default_factory=list)  # worth telling, nothing wrong
     error: str | None = None  # why the run stopped early (resumable)
     failed_ids: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -205,8 +206,9 @@ class Backfill:
                 self._commit([], state, counts, done=False)
                 continue
             if state["list_changed"]:
-                result.warnings.append(f"the lead list was still changing after {MAX_PASSES} passes; "
-                                       "run the backfill again later to pick up leads that moved")
+                # Usually new leads arriving (which webhooks bring anyway): worth saying, not a failure.
+                result.notes.append(f"the lead list was still changing after {MAX_PASSES} passes; if leads "
+                                    "were removed meanwhile, run the backfill again later to pick up any that moved")
             result.done = True
             self._commit([], state, counts, done=True)
             return

@@ -188,6 +188,8 @@ def report(result: Result) -> None:
             console.print_json(data=sample.values)
     if result.failed_ids:
         console.print(f"[red]leads the API refused:[/] {', '.join(result.failed_ids)}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if result.error:
