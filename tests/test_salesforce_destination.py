@@ -196,6 +196,13 @@ def test_one_unparseable_value_does_not_sink_the_batch(fake: FakeSalesforce) -> 
     assert len(fake.leads()) == 6
 
 
+def test_a_batch_where_every_value_is_unparseable_costs_a_bounded_number_of_calls(fake: FakeSalesforce) -> None:
+    batch = [raw(i, f"l{i}", {"LastName": "A", "Company": "B", "Lead_Score__c": "high"}) for i in range(200)]
+    outcomes = destination(fake).send(batch)
+    assert all(o.error is not None and o.error.code == "JSON_PARSER_ERROR" for o in outcomes)
+    assert len(outcomes) == 200 and len(fake.rest_calls()) <= 17
+
+
 @pytest.mark.parametrize("mode", ["dead_letter", "allow_save"])
 def test_duplicate_rule_alert(fake: FakeSalesforce, mode: str) -> None:
     fake.duplicate_rule = "alert"

@@ -45,6 +45,7 @@ T = TypeVar("T")
 REMOTE = "salesforce"
 COLLECTION_LIMIT = 200
 DEFAULT_MAPPING = "mappings/salesforce.yaml"
+SPLIT_CALLS = 16  # extra calls to find the bad records of a refused batch: ~2 bad ones in 200
 
 
 class Settings(DestinationSettings):
@@ -148,7 +149,7 @@ class SalesforceDestination(Destination):
         else:
             outcomes = []
             for start in range(0, len(prepared), COLLECTION_LIMIT):
-                outcomes += self._upsert_many(prepared[start:start + COLLECTION_LIMIT])
+                outcomes += self._upsert_many(prepared[start:start + COLLECTION_LIMIT], [SPLIT_CALLS])
         outcomes = self._recreate_deleted(prepared, outcomes)
         return self._handle_converted(prepared, outcomes)
 
@@ -201,8 +202,10 @@ class SalesforceDestination(Destination):
         return Outcome(record.delivery_id, crm_id=body.get("id") or record.crm_id,
                        created=body.get("created", response.status_code == 201))
 
-    def _upsert_many(self, batch: list[tuple[OutboundRecord, str, dict[str, Any]]]) -> list[Outcome]:
-        """One Collections upsert; a request-level refusal of a mixed batch is narrowed by halving it."""
+    def _upsert_many(self, batch: list[tuple[OutboundRecord, str, dict[str, Any]]],
+                     splits: list[int]) -> list[Outcome]:
+        """One Collections upsert; a request-level refusal of a mixed batch is narrowed by halving it,
+        spending at most `splits[0]` more calls (shared by the halves) before giving up on the rest."""
         s = self.settings
         body = {"allOrNone": False, "records": [
             {"attributes": {"type": s.object}, **self._body(payload), s.external_id_field: key}
@@ -215,11 +218,12 @@ class SalesforceDestination(Destination):
             error = self._request_error(exc)
             if not isinstance(error, Permanent):
                 raise error from None
-            if len(batch) == 1:
-                return [Outcome(batch[0][0].delivery_id, error=error)]
+            if len(batch) == 1 or splits[0] < 2:
+                return [Outcome(record.delivery_id, error=error) for record, _k, _p in batch]
             # One bad value (e.g. text in a number field) fails the whole request: find it, keep the rest.
+            splits[0] -= 2
             middle = len(batch) // 2
-            return self._upsert_many(batch[:middle]) + self._upsert_many(batch[middle:])
+            return self._upsert_many(batch[:middle], splits) + self._upsert_many(batch[middle:], splits)
         if not isinstance(results, list) or len(results) != len(batch):
             raise classify(REMOTE, status=502, message=f"Salesforce answered a {len(batch)}-record upsert with "
                                                        f"{len(results) if isinstance(results, list) else 'no'} results")
@@ -275,7 +279,7 @@ class SalesforceDestination(Destination):
         if not again:
             return outcomes
         log.info("%s: %d known leads are missing in Salesforce; creating them again", self.name, len(again))
-        redone = [self._upsert_one(*again[0])] if len(again) == 1 else self._upsert_many(again)
+        redone = [self._upsert_one(*again[0])] if len(again) == 1 else self._upsert_many(again, [SPLIT_CALLS])
         by_id.update({o.delivery_id: o for o in redone})
         return [by_id[r.delivery_id] for r, _k, _p in prepared]
 
