@@ -216,7 +216,7 @@ def test_credentials_default_to_the_environment(fake: FakeLeadNod, monkeypatch: 
 
 
 def test_leadnod_has_no_backfill(fake: FakeLeadNod) -> None:
-    with pytest.raises(NotImplementedError, match="no lead list"):
+    with pytest.raises(NotImplementedError, match="no list of leads to backfill"):
         api_for(fake).pages({}, None)
 
 

@@ -96,12 +96,34 @@ def test_a_server_that_ignores_paging_stops_the_backfill_instead_of_looping(fake
     assert fake.requests["GET /v1/leads"] == 2
 
 
-def test_filters_are_sent_as_query_parameters(fake: FakeLeadOS) -> None:
-    fake.leads[5]["campaign_id"] = "camp_other"
-    fake.leads[9]["campaign_id"] = "camp_other"
-    pages = list(api_for(fake).pages({"campaign_id": "camp_other", "since": None}, None))
-    assert ids(pages) == ["del_00005", "del_00009"]
-    assert fake.queries[0] == {"campaign_id": "camp_other", "limit": "100"}
+@pytest.mark.parametrize("honour", [True, False], ids=["server-filters", "server-ignores-filters"])
+def test_filters_are_sent_and_also_applied_to_what_comes_back(honour: bool) -> None:
+    fake = FakeLeadOS(23, paging="page", api_key=f"ldo_test_{uuid.uuid4().hex}", honour_filters=honour)
+    for n in (5, 9, 20):
+        fake.leads[n]["campaign_id"] = "camp_other"
+    fake.leads[5]["delivered_at"] = "2026-01-02T23:59:59Z"  # before the date range
+    fake.leads[20]["delivered_at"] = "2026-04-25T00:00:00+02:00"  # 22:00 UTC on the 24th: inside
+    day = "2026-04-24"
+    assert all(fake.leads[n]["delivered_at"].startswith(day) for n in (3, 9))
+    with fake.running():
+        pages = list(api_for(fake).pages({"campaign_id": "camp_other", "date_from": day, "date_to": day}, None))
+    assert ids(pages) == ["del_00009", "del_00020"]
+    assert fake.queries[0] == {"campaign_id": "camp_other", "date_from": day, "date_to": day, "limit": "100"}
+
+
+def test_a_filter_leados_does_not_have_is_refused_before_any_request(fake: FakeLeadOS) -> None:
+    with pytest.raises(ConfigProblem, match="cannot filter by vertical"):
+        list(api_for(fake).pages({"vertical": "solar", "suburb": None}, None))
+    assert sum(fake.requests.values()) == 0
+
+
+def test_listed_items_without_an_id_take_the_delivery_id(fake: FakeLeadOS) -> None:
+    for lead in fake.leads:
+        del lead["id"]
+    pages = list(api_for(fake).pages({}, None))
+    assert ids(pages)[:2] == ["del_00000", "del_00001"]
+    event = api_for(fake).detail(pages[0].leads[0])
+    assert event is not None and event.lead_id == "del_00000" == event.event_key
 
 
 def test_detail_is_the_webhook_event_without_another_request(fake: FakeLeadOS) -> None:

@@ -38,6 +38,11 @@ class MarketplaceApi:
     plainly "this marketplace has no ..." for the rest (LeadNod, for one, has no lead list).
     """
 
+    # The event types backfill gives a lead it finds for the first time, and a newer version of one
+    # it holds: what the marketplace's own webhooks call them, so routes' `events:` filters apply.
+    new_event_type: ClassVar[str] = "lead.new"
+    updated_event_type: ClassVar[str] = "lead.updated"
+
     def pages(self, filters: dict[str, Any], resume: dict[str, Any] | None) -> Iterator[ListedPage]:
         """Yield list pages from `resume` (None: the start) until the list ends."""
         raise NotImplementedError("this marketplace has no lead list to backfill from")

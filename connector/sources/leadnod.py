@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from connector.apiclient import ApiClient, RateBudget, RetryPolicy, shared_budget
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, parse_retry_after
 from connector.lead import InboundEvent
-from connector.sources.base import InvalidPayload, Marketplace, MarketplaceApi, event_time, split_name
+from connector.sources.base import (
+    InvalidPayload,
+    ListedPage,
+    Marketplace,
+    MarketplaceApi,
+    event_time,
+    split_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +351,10 @@ class LeadNodApi(MarketplaceApi):
             log.info("LeadNod answered 401: renewing the access token once")
         self.tokens.renew(self.auth.last_sent)
         return self.client.request(method, path, retry_server_errors=method == "GET", **kw)
+
+    def pages(self, filters: dict[str, Any], resume: dict[str, Any] | None) -> Iterator[ListedPage]:
+        raise NotImplementedError("LeadNod has no list of leads to backfill from: its events arrive by "
+                                  "webhook only (register one with `connector webhooks register`)")
 
     def register_webhook(self, url: str, secret: str, events: list[str]) -> dict[str, Any]:
         answer = self._call("POST", "/webhooks", json={"url": url, "events": events, "secret": secret})

@@ -240,7 +240,12 @@ class PageAnswer:
 
 
 def _leads(items: list[Any]) -> list[dict[str, Any]]:
-    return [item for item in items if isinstance(item, dict) and (item.get("id") or item.get("delivery_id"))]
+    """The usable items, each with an `id` (backfill keys leads by it; LeadOS's is the delivery id)."""
+    out = []
+    for item in items:
+        if isinstance(item, dict) and (item.get("id") or item.get("delivery_id")):
+            out.append(item if item.get("id") else {**item, "id": item["delivery_id"]})
+    return out
 
 
 def _first_int(places: list[dict[str, Any]], keys: tuple[str, ...]) -> int | None:
@@ -258,6 +263,11 @@ class LeadOSApi(MarketplaceApi):
     List items are full leads, so `detail` builds the event from the listed item with no request.
     """
 
+    new_event_type = LEAD_DELIVERED  # LeadOS delivers a lead once; there are no updates
+    updated_event_type = LEAD_DELIVERED
+    # Backfill filters, sent as query parameters of these names. The reference says only "filterable",
+    # so the connector also applies them itself to what comes back (delivered_at, campaign_id).
+    FILTERS = ("date_from", "date_to", "campaign_id")
     HINTS = {
         401: f"check {API_KEY_ENV} (LeadOS > Settings > API Keys)",
         403: "this LeadOS API key may not do that: check its permissions in LeadOS",
@@ -288,9 +298,9 @@ class LeadOSApi(MarketplaceApi):
         rather than loop forever.
         """
         state = dict(resume or {})
+        base = self.list_params(filters)
         if state.get("end"):
             return
-        base = {k: str(v) for k, v in filters.items() if v not in (None, "")}
         cursor: str | None = state.get("cursor")
         page: int | None = state.get("page")
         seen_cursors: set[str] = {cursor} if cursor else set()
@@ -324,9 +334,29 @@ class LeadOSApi(MarketplaceApi):
             if answer.has_more is False or (answer.last_page is not None and current >= answer.last_page
                                             and not answer.next_cursor):
                 after = {"end": True}
-            yield ListedPage(leads=answer.items, resume=after, total=answer.total)
+            yield ListedPage(leads=[item for item in answer.items if self._wanted(item, base)], resume=after,
+                             total=answer.total)
             if after.get("end"):
                 return
+
+    def list_params(self, filters: dict[str, Any]) -> dict[str, str]:
+        """Our filter names as query parameters; an unknown one is refused before any request."""
+        unknown = sorted(k for k, v in filters.items() if k not in self.FILTERS and v not in (None, ""))
+        if unknown:
+            raise ConfigProblem(f"LeadOS cannot filter by {', '.join(unknown)} (it can by "
+                                f"{', '.join(self.FILTERS)})", code="invalid_filter")
+        return {k: str(v) for k, v in filters.items() if v not in (None, "")}
+
+    @staticmethod
+    def _wanted(item: dict[str, Any], params: dict[str, str]) -> bool:
+        """The filters, applied to a listed lead (dates compare by day, YYYY-MM-DD, UTC)."""
+        delivered = event_time(item.get("delivered_at"))
+        day = time.strftime("%Y-%m-%d", time.gmtime(delivered)) if delivered is not None else None
+        if day is not None and "date_from" in params and day < params["date_from"][:10]:
+            return False
+        if day is not None and "date_to" in params and day > params["date_to"][:10]:
+            return False
+        return "campaign_id" not in params or item.get("campaign_id") in (None, params["campaign_id"])
 
     def detail(self, listed: dict[str, Any]) -> InboundEvent | None:
         """The listed item is the whole lead: the same event a webhook would have made, no request."""

@@ -2,7 +2,8 @@
 
 - Bearer API key on every call: a wrong or missing key answers 401 `unauthorized`.
 - `GET /v1/leads`: delivered leads (full lead objects, as in the webhook), filterable by
-  `campaign_id` and `since` (delivered_at >=), `limit` (over 200: 400 `invalid_request`).
+  `campaign_id`, `date_from` and `date_to` (days of delivered_at; `honour_filters=False` makes a
+  server that ignores them), `limit` (over 200: 400 `invalid_request`).
   The reference only says "paginated", so the fake paginates whichever way a test asks:
   `paging="cursor"` (`{"data", "next_cursor", "has_more"}`, opaque cursors, a bad one is 400),
   `"page"` (`{"leads", "page", "per_page", "total"}`, no page count: the client must stop on an
@@ -26,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -65,6 +67,10 @@ def make_lead(n: int, campaign: str = "camp_abc123") -> dict[str, Any]:
     }
 
 
+def utc_day(stamp: str) -> str:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).strftime("%Y-%m-%d")
+
+
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"off:{offset}".encode()).decode().rstrip("=")
 
@@ -79,7 +85,8 @@ def _offset(cursor: str) -> int | None:
 
 class FakeLeadOS:
     def __init__(self, leads: int = 0, *, paging: str = "cursor", api_key: str = "ldo_test_sk",
-                 rate_limit: int = 1000, window: float = 60.0):
+                 rate_limit: int = 1000, window: float = 60.0, honour_filters: bool = True):
+        self.honour_filters = honour_filters  # False: a server that ignores filter parameters
         self.leads = [make_lead(n) for n in range(leads)]
         self.paging = paging
         self.api_key = api_key
@@ -158,9 +165,11 @@ class FakeLeadOS:
             limit = int(args.get("limit", 25))
             if limit > 200:
                 return answer(400, {"code": "invalid_request", "message": "limit must be at most 200"}, {})
-            rows = [lead for lead in self.leads
-                    if (not args.get("campaign_id") or lead["campaign_id"] == args["campaign_id"])
-                    and (not args.get("since") or lead["delivered_at"] >= args["since"])]
+            rows = self.leads if not self.honour_filters else [
+                lead for lead in self.leads
+                if (not args.get("campaign_id") or lead["campaign_id"] == args["campaign_id"])
+                and (not args.get("date_from") or utc_day(lead["delivered_at"]) >= args["date_from"])
+                and (not args.get("date_to") or utc_day(lead["delivered_at"]) <= args["date_to"])]
             if self.paging == "cursor":
                 offset = 0
                 if args.get("cursor"):
