@@ -174,7 +174,7 @@ def test_multi_status_fails_only_the_bad_record(hubspot: HubSpotDestination, fak
     assert [n for n, o in outcomes.items() if o.ok] == [1, 2, 4, 5]
     error = outcomes[3].error
     assert isinstance(error, Permanent) and error.code == "INVALID_EMAIL" and error.field == "email"
-    assert "Email address thabo@gmail is invalid" in error.message
+    assert "Email address t***@gmail is invalid" in error.message  # HubSpot's words, the address masked
     assert fake.count("/batch/upsert", 207) == 1
 
 
@@ -222,6 +222,16 @@ def test_a_property_hubspot_lacks_is_a_config_problem(server: str, token: str, f
     assert "leaditio_colour" in caught.value.message
 
 
+def test_a_request_hubspot_refuses_as_a_whole_is_not_blamed_on_the_leads(server: str, token: str,
+                                                                          fake: FakeHubSpot) -> None:
+    hubspot = destination(server, token, id_property="email", object="contactz")
+    before = fake.count("/batch/upsert")
+    with pytest.raises(ConfigProblem) as caught:
+        hubspot.send([plain(n) for n in range(1, 9)])
+    assert "Unable to infer object type from: contactz" in caught.value.message
+    assert fake.count("/batch/upsert") - before == 1  # not halved lead by lead
+
+
 def test_a_non_unique_id_property_is_a_config_problem(server: str, token: str, mapping: Mapping) -> None:
     hubspot = destination(server, token, id_property="firstname")
     with pytest.raises(ConfigProblem) as caught:
@@ -250,6 +260,7 @@ def test_a_token_without_the_write_scope_is_a_config_problem(server: str, token:
     with pytest.raises(ConfigProblem) as caught:
         destination(server, token, id_property="email").send([record(mapping, 1)])
     assert caught.value.status == 403 and caught.value.code == "MISSING_SCOPES"
+    assert "crm.schemas.contacts.read/write" in caught.value.message
 
 
 # --- transient trouble and rate limits --------------------------------------------------------------
@@ -351,6 +362,15 @@ def test_tls_with_a_private_ca(token: str, mapping: Mapping, tmp_path: Path) -> 
         with pytest.raises(Retryable) as caught:  # without the CA: a TLS failure, retried later
             destination(url, f"{token}-x", id_property="email").send([plain(1)])
         assert caught.value.code == "network"
+
+
+def test_messages_never_carry_contact_details() -> None:
+    from connector.destinations._hubspot_errors import mask
+
+    assert mask("Email address thabo.m@gmail.com is invalid") == "Email address t***@gmail.com is invalid"
+    assert mask("phone +27823456789 or 082 345 6789") == "phone ***789 or ***789"
+    assert mask("Contact already exists. Existing ID: 51234567890") == \
+        "Contact already exists. Existing ID: 51234567890"
 
 
 def test_values_become_hubspot_text() -> None:

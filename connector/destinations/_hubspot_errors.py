@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,12 @@ _MESSAGE_CODES = (
     ("Duplicate IDs found in batch input", "DUPLICATE_ID_IN_BATCH"),
     ("Contact already exists", "CONTACT_EXISTS"),
 )
+_TOKEN_HINT = " (set HUBSPOT_ACCESS_TOKEN to the private app's current access token)"
 _HINTS = {
+    "INVALID_AUTHENTICATION": _TOKEN_HINT,
+    "EXPIRED_AUTHENTICATION": _TOKEN_HINT,
+    "MISSING_SCOPES": " (give the private app the scopes crm.objects.contacts.read/write and "
+                      "crm.schemas.contacts.read/write)",
     "CONTACT_EXISTS": " (another contact already has this email: with id_property leaditio_lead_id every lead "
                       "makes its own contact; use id_property: email to update the existing person instead)",
     "NON_UNIQUE_ID_PROPERTY": " (id_property must be email or a property created with unique values: run "
@@ -65,11 +71,14 @@ class HubSpotError:
         return classify(REMOTE, **kw)
 
     def readable(self) -> str:
-        """HubSpot's own words, with the embedded JSON list of property problems spelled out."""
+        """HubSpot's own words (property problems spelled out), with emails and phone numbers masked.
+
+        The text is logged and shown in `connector status`; the lead itself stays in the store.
+        """
         if not self.problems:
-            return f"HubSpot: {self.message}{_HINTS.get(self.code or '', '')}"
+            return mask(f"HubSpot: {self.message}{_HINTS.get(self.code or '', '')}")
         parts = [f"{p.get('name')}: {p.get('message') or p.get('error')}" for p in self.problems]
-        return f"HubSpot: property values were not valid: {'; '.join(parts)}"
+        return mask(f"HubSpot: property values were not valid: {'; '.join(parts)}")
 
     def ids(self) -> list[str]:
         """The inputs this error names (objectWriteTraceId or id values) in its context."""
@@ -128,6 +137,15 @@ def _fill(error: HubSpotError, details: list[Any]) -> None:
             error.code = code
             return
     error.code = error.category
+
+
+_EMAIL = re.compile(r"([^\s@\"'\[\](){}:;,]?)[^\s@\"'\[\](){}:;,]*@")
+_PHONE = re.compile(r"(?<![\w+])(?:\+|0)\d[\d ()-]{5,}(\d{3})\b")  # +27..., 082...: not record ids
+
+
+def mask(text: str) -> str:
+    """`thabo.m@gmail.com` -> `t***@gmail.com`, `+27823456789` -> `***789`: never log contact details."""
+    return _PHONE.sub(r"***\1", _EMAIL.sub(r"\1***@", text))
 
 
 def _json(body: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import re
@@ -184,6 +185,8 @@ def hubspot_value(value: Any) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, list | tuple | set):
         return ";".join(hubspot_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if value is None:
         return ""
     return str(value)
@@ -379,45 +382,50 @@ class HubSpotDestination(Destination):
         id_property = self.settings.id_property
         names = sorted({n for item in wanted for n, p in item.record.policies.items()
                         if p is not UpdatePolicy.always and n in item.record.values} | {id_property})
-        body = BatchReadInputSimplePublicObjectId(
-            id_property=id_property, properties=names, properties_with_history=[],
-            inputs=[SimplePublicObjectId(id=item.key, local_vars_configuration=config) for item in wanted],
-            local_vars_configuration=config)
-        data, _ = self._call(apis.objects.read_with_http_info, self.settings.object, body)
         found: dict[str, dict[str, Any]] = {item.key: {} for item in wanted}
-        for result in getattr(data, "results", None) or []:
-            properties = dict(result.properties or {})
-            key = self._key(properties.get(id_property))
-            if key is not None:
-                found[key] = {**properties, "hs_object_id": result.id}
+        for start in range(0, len(wanted), self.max_batch):
+            body = BatchReadInputSimplePublicObjectId(
+                id_property=id_property, properties=names, properties_with_history=[],
+                inputs=[SimplePublicObjectId(id=item.key, local_vars_configuration=config)
+                        for item in wanted[start:start + self.max_batch]],
+                local_vars_configuration=config)
+            data, _ = self._call(apis.objects.read_with_http_info, self.settings.object, body)
+            for result in getattr(data, "results", None) or []:  # absent ones come back as 207 errors
+                properties = dict(result.properties or {})
+                key = self._key(properties.get(id_property))
+                if key is not None:
+                    found[key] = {**properties, "hs_object_id": result.id}
         return found
 
     def _deliver(self, items: list[_Item], *, answered_before: bool) -> dict[int, Outcome]:
         """Upsert in as few calls as HubSpot allows; isolate records it refuses and resend the rest."""
         outcomes: dict[int, Outcome] = {}
         queue: list[list[_Item]] = [items[i:i + self.max_batch] for i in range(0, len(items), self.max_batch)]
-        budget = len(queue) + min(MAX_EXTRA_CALLS, 2 * math.ceil(math.log2(len(items) + 1)) + 4)
+        calls_left = len(queue) + min(MAX_EXTRA_CALLS, 2 * math.ceil(math.log2(len(items) + 1)) + 4)
         while queue:
             group = queue.pop(0)
-            if budget <= 0:
+            if calls_left <= 0:
                 for item in group:
                     outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=Retryable(
                         "not sent: HubSpot refused other leads of this batch; it goes again shortly",
                         retry_after=1.0, code="batch_isolation"))
                 continue
-            budget -= 1
+            calls_left -= 1
             try:
                 data, status = self._upsert(group)
-            except _Refused as refused:
-                queue += self._isolate(refused.error, group, outcomes)
-                continue
-            except ConnectorError as exc:
-                if not outcomes and not answered_before:
-                    raise
-                for item in group + [i for g in queue for i in g]:
-                    outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=exc)
-                break
-            outcomes.update(self._results(data, status, group))
+                outcomes.update(self._results(data, status, group))
+            except (_Refused, ConnectorError) as exc:
+                try:
+                    if not isinstance(exc, _Refused):
+                        raise exc
+                    queue += self._isolate(exc.error, group, outcomes)
+                    continue
+                except ConnectorError as failure:  # the whole request failed: so will the rest
+                    if not outcomes and not answered_before:
+                        raise
+                    for item in group + [i for g in queue for i in g]:
+                        outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=failure)
+                    break
         return outcomes
 
     def _upsert(self, group: list[_Item]) -> tuple[Any, int]:
@@ -473,6 +481,11 @@ class HubSpotDestination(Destination):
         classified = error.classified()
         if isinstance(classified, ConfigProblem):
             raise classified  # the mapping or the id property is wrong: every lead would fail alike
+        about_inputs = bool(error.problems or error.ids() or error.category == "CONFLICT"
+                            or error.code not in (None, error.category))
+        if not about_inputs:  # e.g. an object type HubSpot does not know: no lead is at fault
+            raise ConfigProblem(f"{error.readable()} (HubSpot refused the whole request; nothing was written)",
+                                code=error.code, status=error.status)
         if len(group) == 1:
             item = group[0]
             outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=classified)
