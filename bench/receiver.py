@@ -135,7 +135,7 @@ def run(name: str, app: str, work: list, concurrency: int, config: Path | None, 
             extra.append(subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}", app],
                               env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
