@@ -34,8 +34,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import sqlalchemy as sa
-
 from connector.config import Config
 from connector.errors import ConfigProblem, ConnectorError, Permanent
 from connector.intake import destinations_for
@@ -43,7 +41,6 @@ from connector.lead import InboundEvent, mapping_input
 from connector.logs import redact
 from connector.sources.base import ListedPage, MarketplaceApi, event_time
 from connector.store import Store
-from connector.store.schema import deliveries, events
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +312,7 @@ class Backfill:
         """Leads we hold with current data: queue them only to routed destinations that never had them."""
         if not stored_leads:
             return []
-        have = delivered_destinations(self.store, self.job.source, [str(s["id"]) for s in stored_leads])
+        have = self.store.delivered_destinations(self.job.source, [str(s["id"]) for s in stored_leads])
         out = []
         for stored in stored_leads:
             lead_id = str(stored["id"])
@@ -423,20 +420,6 @@ class Backfill:
     def _api_counter(self, name: str) -> int:
         client = getattr(self.api, "client", None)
         return int(getattr(getattr(client, "counters", None), name, 0) or 0)
-
-
-def delivered_destinations(store: Store, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
-    """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
-    if not lead_ids:
-        return {}
-    query = (sa.select(events.c.lead_id, deliveries.c.destination).distinct()
-             .join(deliveries, deliveries.c.event_id == events.c.id)
-             .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids))))
-    out: dict[str, set[str]] = {}
-    with store.engine.connect() as conn:
-        for row in conn.execute(query):
-            out.setdefault(row.lead_id, set()).add(row.destination)
-    return out
 
 
 def mask(values: dict[str, Any]) -> dict[str, Any]:

@@ -286,6 +286,19 @@ class Store:
         with self._tx() as conn:
             return {row.lead_id: json.loads(row.lead_json) for row in conn.execute(query)}
 
+    def delivered_destinations(self, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
+        if not lead_ids:
+            return {}
+        query = (sa.select(events.c.lead_id, deliveries.c.destination).distinct()
+                 .join(deliveries, deliveries.c.event_id == events.c.id)
+                 .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids))))
+        out: dict[str, set[str]] = {}
+        with self._tx() as conn:
+            for row in conn.execute(query):
+                out.setdefault(row.lead_id, set()).add(row.destination)
+        return out
+
     # --- out: claiming and settling deliveries ----------------------------------------
     def claim(self, destination: str, limit: int, owner: str, lease: float) -> list[Claimed]:
         """Lease up to `limit` due deliveries, at most one per lead (the oldest), in order."""
