@@ -213,6 +213,7 @@ def test_leados_webhook_to_salesforce_and_backfill_without_duplicates(world: Wor
     assert (again.counts.already_present, again.counts.enqueued) == (23, 0)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_leados_mapping_checks_clean_against_salesforce(world: World) -> None:
     """With the documented custom fields in place, Salesforce finds nothing wrong with the default mapping."""
     result = CliRunner().invoke(main, ["--config", str(world.config.path), "mappings", "check", "--against-crm"],
@@ -225,6 +226,7 @@ def test_leados_mapping_checks_clean_against_salesforce(world: World) -> None:
         ["    - http destinations cannot be checked against a CRM"], result.output
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_leados_mapping_check_names_a_missing_custom_field(world: World) -> None:
     world.salesforce.objects["Lead"] = [f for f in world.salesforce.objects["Lead"]
                                         if f["name"] != "LeadOS_Credits__c"]
@@ -233,6 +235,7 @@ def test_leados_mapping_check_names_a_missing_custom_field(world: World) -> None
     assert result.exit_code != 0 and "LeadOS_Credits__c" in result.output
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_leados_stats_command(world: World) -> None:
     out = world.cli("stats", "--source", "leados", "--json").output
     stats = json.loads(out)
@@ -277,6 +280,7 @@ def test_leadnod_events_are_routed_by_type_to_the_http_crm(world: World) -> None
     assert engagement["source"] == "LeadNod"  # on_create: kept from the first event
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_leadnod_stats_command_and_no_backfill(world: World) -> None:
     stats = json.loads(world.cli("stats", "--source", "leadnod", "--json").output)
     assert stats["escrow_balance"]["currency"] == "USD"
@@ -284,3 +288,45 @@ def test_leadnod_stats_command_and_no_backfill(world: World) -> None:
                                 env=world.env)
     assert result.exit_code != 0
     assert "no list of leads to backfill" in (result.output + str(result.exception or ""))
+
+
+# --- LeadOS into HubSpot: properties created, mapping checked, contacts upserted by email -------------
+def test_leados_leads_become_hubspot_contacts_by_email(tmp_path: Path) -> None:
+    from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+
+    token = f"pat-na1-{tmp_path.name}"
+    with hubspot_server(FakeHubSpot(tokens=(token,))) as (hubspot, url, _ca):
+        path = write_config(
+            tmp_path, f"sqlite:///{tmp_path / 'connector.db'}",
+            sources={"leados": {"marketplace": "leados", "secrets": ["${LEADOS_WEBHOOK_SECRET}"]}},
+            destinations={"hubspot": {"type": "hubspot", "mapping": "mappings/leados_hubspot.yaml",
+                                      "access_token": "${HUBSPOT_ACCESS_TOKEN}", "id_property": "email",
+                                      "property_group": "leados", "host": url, "client_side_validation": True}},
+            routes=[{"source": "leados", "destination": "hubspot"}])
+        env = {"LEADOS_WEBHOOK_SECRET": NEW, "HUBSPOT_ACCESS_TOKEN": token}
+        config = load_config(path, env=env)
+        done = config.build_destination("hubspot").setup(config.load_mapping("hubspot"))
+        assert any("leados_score" in line for line in done)
+        check = CliRunner().invoke(main, ["--config", str(path), "mappings", "check", "--against-crm"], env=env)
+        assert check.exit_code == 0, check.output
+        store = Store(config.database.url)
+        store.upgrade()
+        with serve(create_app(config, store)) as receiver:
+            for n in range(3):
+                lead = make_lead(n)
+                body = json.dumps({"event": "lead.delivered", "delivery_id": lead["delivery_id"], "lead": lead}).encode()
+                answer = requests.post(f"{receiver}/webhooks/leados", data=body, timeout=10, headers={
+                    "Content-Type": "application/json", "X-LeadOS-Signature": "sha256=" + hex_hmac(NEW, body)})
+                assert answer.json()["deliveries"] == 1
+            worker = Worker(config, store)
+            worker.drain(timeout=30)
+            worker.close()
+        store.dispose()
+        contact = hubspot.find("email", "person1@company1.co.za")
+        assert contact is not None
+        props = contact["properties"]
+        assert (props["firstname"], props["lastname"], props["jobtitle"], props["company"]) == \
+            ("Naledi", "Dlamini", "CFO", "Company 1 (Pty) Ltd")
+        assert (props["leados_delivery_id"], props["leados_score"], props["lifecyclestage"]) == \
+            ("del_00001", "51", "lead")
+        assert (props["city"], props["country"]) == ("Kathmandu", "Nepal")
