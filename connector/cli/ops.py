@@ -144,7 +144,7 @@ def crm() -> None:
 @pass_ctx
 def setup(ctx: Context, destination: str) -> None:
     """Create what the mapping needs in the CRM (e.g. HubSpot custom properties); safe to repeat."""
-    from connector.errors import ConnectorError
+    from connector.errors import ConfigError, ConnectorError
 
     if destination not in ctx.config.destinations:
         # `crm setup hubspot` also works when the destination's type is what was named
@@ -153,10 +153,13 @@ def setup(ctx: Context, destination: str) -> None:
             fail(f"no destination named '{destination}'")
         destination = matches[0]
     try:
-        done = ctx.config.build_destination(destination).setup()
+        mapping = ctx.config.load_mapping(destination) if ctx.config.destinations[destination].mapping else None
+        done = ctx.config.build_destination(destination).setup(mapping)
     except NotImplementedError as exc:
         fail(str(exc))
     except ConnectorError as exc:
         fail(exc.describe(), code=1)
+    except ConfigError as exc:
+        fail(str(exc))
     for line in done or ["nothing to do: everything already exists"]:
         console.print(f"- {line}", highlight=False)

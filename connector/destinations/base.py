@@ -100,7 +100,7 @@ class Destination(ABC):
         """Problems the CRM itself would raise with this mapping (`mappings check --against-crm`)."""
         return [f"{self.kind} destinations cannot be checked against a CRM"]
 
-    def setup(self) -> list[str]:
+    def setup(self, mapping: Mapping | None = None) -> list[str]:
         """Create in the CRM what the mapping needs (`connector crm setup`); returns what was done."""
         raise NotImplementedError(f"{self.kind} destinations have nothing to set up")
 
