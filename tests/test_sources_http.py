@@ -165,6 +165,18 @@ def test_signatures_through_the_receiver(world: World) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_send_test_and_preview_speak_each_marketplace(world: World) -> None:
+    for source in ("leados", "leadnod"):
+        out = world.cli("send-test", "--url", world.receiver, "--source", source).output
+        assert "HTTP 200" in out and '"accepted"' in out, out
+    record = json.loads(world.cli("mappings", "preview", "-d", "salesforce", "-s", "leados").output)["record"]
+    assert (record["FirstName"], record["LastName"], record["Company"]) == \
+        ("Naledi", "Dlamini", "Karoo Logistics (Pty) Ltd")
+    record = json.loads(world.cli("mappings", "preview", "-d", "crm", "-s", "leadnod").output)["record"]
+    assert record["record_type"] == "engagement" and record["status"] == "pending"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_unreadable_events_are_400_and_undocumented_ones_are_kept_not_delivered(world: World) -> None:
     body = json.dumps({"event": "lead.delivered", "delivery_id": "del_x"}).encode()
     answer = post(world, "leados", body, {"X-LeadOS-Signature": "sha256=" + hex_hmac(NEW, body)})
