@@ -302,9 +302,9 @@ class Backfill:
             return None
         counts.fetched += 1
         if stored is None:
-            event = replace(event, event_type="lead.new", origin="backfill")
+            event = replace(event, event_type=self.api.new_event_type, origin="backfill")
         else:
-            event = replace(event, event_type="lead.updated", origin="backfill", occurred_at=time.time())
+            event = replace(event, event_type=self.api.updated_event_type, origin="backfill", occurred_at=time.time())
         return self._enqueue(event, self._targets(event), counts)
 
     def _missing_destinations(self, stored_leads: list[dict[str, Any]], counts: Counts,
@@ -317,7 +317,7 @@ class Backfill:
         for stored in stored_leads:
             lead_id = str(stored["id"])
             occurred = event_time(stored.get("delivered_at"), stored.get("created_at")) or time.time()
-            event = InboundEvent(source=self.job.source, event_key="", event_type="lead.new", occurred_at=occurred,
+            event = InboundEvent(source=self.job.source, event_key="", event_type=self.api.new_event_type, occurred_at=occurred,
                                  lead_id=lead_id, lead=stored, origin="backfill")
             missing = [d for d in self._targets(event) if d not in have.get(lead_id, set())]
             if not missing:

@@ -147,6 +147,8 @@ def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: dat
             runner.on_progress = LogProgress(source, log_every)
             log.info("backfill %s started (job %s, filters %s)", source, job.key, job.filters or "none")
             result = runner.run(restart=restart)
+    except NotImplementedError as exc:  # a marketplace with no lead list (LeadNod)
+        fail(str(exc))
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted[/]: the pages finished so far are saved; run the same command "
                       "again to resume (the page in progress is read again)", highlight=False)
