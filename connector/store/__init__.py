@@ -183,6 +183,9 @@ class Store:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
         self._group = None if self.is_postgres else GroupCommit(self)
+        # Built once: on the webhook path, building a statement cost more than running it.
+        self._insert_event = insert(events).on_conflict_do_nothing().returning(events.c.id)
+        self._insert_deliveries = deliveries.insert()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -247,14 +250,12 @@ class Store:
                 signature_index: int | None) -> Recorded:
         now = time.time()
         digest = hashlib.sha256(body).hexdigest()
-        stmt = self._insert(events).values(
-            source=event.source, event_key=event.event_key[:400], body_sha256=digest,
-            event_type=event.event_type, lead_id=event.lead_id, occurred_at=event.occurred_at,
-            received_at=now, origin=event.origin, deliverable=event.deliverable,
-            signature_index=signature_index, lead_json=json.dumps(event.lead, separators=(",", ":")),
-            body=body,
-        ).on_conflict_do_nothing().returning(events.c.id)
-        event_id = conn.execute(stmt).scalar()
+        event_id = conn.execute(self._insert_event, {
+            "source": event.source, "event_key": event.event_key[:400], "body_sha256": digest,
+            "event_type": event.event_type, "lead_id": event.lead_id, "occurred_at": event.occurred_at,
+            "received_at": now, "origin": event.origin, "deliverable": event.deliverable,
+            "signature_index": signature_index, "lead_json": json.dumps(event.lead, separators=(",", ":")),
+            "body": body}).scalar()
         if event_id is None:
             existing = conn.execute(
                 sa.select(events.c.id).where(events.c.source == event.source).where(
@@ -264,7 +265,7 @@ class Store:
         targets = list(destinations) if event.deliverable else []
         if targets:
             key = lead_key(event.source, event.lead_id, event.event_key)
-            conn.execute(deliveries.insert(), [
+            conn.execute(self._insert_deliveries, [
                 {"event_id": event_id, "destination": d, "lead_key": key, "occurred_at": event.occurred_at,
                  "state": PENDING, "attempts": 0, "next_attempt_at": now, "force": False,
                  "created_at": now, "updated_at": now}
