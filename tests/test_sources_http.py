@@ -38,7 +38,7 @@ LEADNOD_ROUTED = ["engagement.created", "engagement.started", "engagement.comple
 
 
 def leados_custom_fields() -> list[dict[str, Any]]:
-    """The LeadOS fields docs/readme/marketplaces.md tells a Salesforce admin to create on Lead."""
+    """The LeadOS fields the README tells a Salesforce admin to create on Lead."""
     return [
         _field("LeadOS_Id__c", "string", length=64, external_id=True, unique=True, custom=True),
         _field("LeadOS_Geography__c", "string", length=255, custom=True),
