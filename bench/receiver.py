@@ -155,7 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--gunicorn", default=" ".join(GUNICORN), help="gunicorn options for both apps")
     args = parser.parse_args()
+    GUNICORN[:] = args.gunicorn.split()
     work = bodies(args.requests + 200)
     results = []
     results.append(run("bare Flask endpoint", "bench.bare_app:create_app()", work, args.concurrency, None, None))
