@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.errors import (
     ConnectorError,
@@ -51,6 +52,30 @@ from connector.errors import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+class ApiSettingsBase(BaseModel):
+    """What every marketplace's `api:` block shares: pacing, timeouts and retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int = Field(default=60, gt=0, description="pace until the API's rate headers say")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
+    backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
+    reset_margin: float = Field(default=0.5, ge=0, description="seconds added to X-RateLimit-Reset (clock skew)")
+
+
+class VersionedRootSettings(ApiSettingsBase):
+    """For APIs whose paths carry `/v1` themselves: the root is accepted with or without it."""
+
+    base_url: str
+
+    @field_validator("base_url")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        value = value.rstrip("/")
+        return value[: -len("/v1")] if value.endswith("/v1") else value
 
 
 class RateBudget:

@@ -36,6 +36,13 @@ def seconds(value: Any) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _known(value: str, registry: dict[str, Any], what: str) -> str:
+    if value not in registry:
+        hint = yamlfile.did_you_mean(value, registry)
+        raise ValueError(f"unknown {what} '{value}'{hint} (known: {', '.join(sorted(registry))})")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,10 +63,7 @@ class SourceConfig(Strict):
     def _known_marketplace(cls, value: str) -> str:
         from connector.sources import Marketplace
 
-        if value not in Marketplace.registry:
-            hint = yamlfile.did_you_mean(value, Marketplace.registry)
-            raise ValueError(f"unknown marketplace '{value}'{hint} (known: {', '.join(sorted(Marketplace.registry))})")
-        return value
+        return _known(value, Marketplace.registry, "marketplace")
 
 
 class DestinationConfig(BaseModel):
@@ -74,10 +78,7 @@ class DestinationConfig(BaseModel):
     def _known_type(cls, value: str) -> str:
         from connector.destinations import Destination
 
-        if value not in Destination.registry:
-            hint = yamlfile.did_you_mean(value, Destination.registry)
-            raise ValueError(f"unknown destination type '{value}'{hint} (known: {', '.join(sorted(Destination.registry))})")
-        return value
+        return _known(value, Destination.registry, "destination type")
 
 
 class RouteConfig(Strict):

@@ -7,6 +7,8 @@ them works here; the others say plainly that their API has no such call.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -32,6 +34,20 @@ def source_api(ctx: Context, source: str) -> MarketplaceApi:
         fail(escape(f"configuration problem: {exc}"))
 
 
+@contextmanager
+def calling(ctx: Context, source: str) -> Iterator[MarketplaceApi]:
+    """A source's API client for one command: its failures become clear exits, and it is closed."""
+    api = source_api(ctx, source)
+    try:
+        yield api
+    except NotImplementedError as exc:
+        fail(str(exc))
+    except ConnectorError as exc:
+        fail(escape(exc.describe()), code=1)
+    finally:
+        api.close()
+
+
 @main.group()
 def webhooks() -> None:
     """Tell a marketplace where to send its webhooks."""
@@ -47,20 +63,13 @@ def webhooks() -> None:
 @pass_ctx
 def register(ctx: Context, source: str, url: str, events: tuple[str, ...]) -> None:
     """Register this connector's webhook URL and secret (the source's first secret) with the marketplace."""
-    api = source_api(ctx, source)
     target = url.rstrip("/")
     if "/webhooks/" not in target:
         target = f"{target}/webhooks/{source}"
     secret = ctx.config.sources[source].secret_values()[0]
     chosen = list(events) or ctx.config.marketplaces[source].webhook_events()
-    try:
+    with calling(ctx, source) as api:
         answer = api.register_webhook(target, secret, chosen)
-    except NotImplementedError as exc:
-        fail(str(exc))
-    except ConnectorError as exc:
-        fail(escape(exc.describe()), code=1)
-    finally:
-        api.close()
     shown = {k: v for k, v in answer.items() if "secret" not in k.lower()}
     console.print(f"registered {target} for {', '.join(chosen)}", highlight=False)
     for key, value in shown.items():
@@ -73,15 +82,8 @@ def register(ctx: Context, source: str, url: str, events: tuple[str, ...]) -> No
 @pass_ctx
 def stats(ctx: Context, source: str, as_json: bool) -> None:
     """Account statistics from the marketplace: leads received, conversion, quota, plan."""
-    api = source_api(ctx, source)
-    try:
+    with calling(ctx, source) as api:
         answer = api.stats()
-    except NotImplementedError as exc:
-        fail(str(exc))
-    except ConnectorError as exc:
-        fail(escape(exc.describe()), code=1)
-    finally:
-        api.close()
     if as_json:
         click.echo(json.dumps(answer, indent=2, sort_keys=True))
         return

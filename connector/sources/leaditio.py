@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, RetryPolicy, shared_budget
+from connector.apiclient import ApiClient, ApiSettingsBase, RetryPolicy, shared_budget
 from connector.errors import ConfigProblem, Permanent
 from connector.lead import InboundEvent
 from connector.sources.base import InvalidPayload, ListedPage, Marketplace, MarketplaceApi, event_time
@@ -41,21 +41,15 @@ def content_hash(lead: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(lead, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(ApiSettingsBase):
     """The `api:` block of a Leaditio source. Every key is optional."""
-
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(default="https://leaditio.com/api/v1", description="the API root")
     api_key: SecretStr | None = Field(default=None, description="write ${LEADITIO_API_KEY}; default: that variable")
     requests_per_minute: int = Field(default=60, gt=0, description="your plan's limit, until the API's headers say")
-    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     page_size: int = Field(default=100, ge=1, le=100, description="leads per list page (the API's maximum is 100)")
     detail_concurrency: int = Field(default=4, ge=1, le=16,
                                     description="lead details fetched at once (the rate limit still sets the pace)")
-    retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
-    backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
-    reset_margin: float = Field(default=0.5, ge=0, description="seconds added to X-RateLimit-Reset (clock skew)")
 
 
 class LeaditioApi(MarketplaceApi):

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.auth
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, RateBudget, RetryPolicy, shared_budget
+from connector.apiclient import ApiClient, RateBudget, RetryPolicy, VersionedRootSettings, shared_budget
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, parse_retry_after
 from connector.lead import InboundEvent
 from connector.sources.base import (
@@ -64,10 +64,8 @@ _MAIN_ID_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-class LeadNodApiSettings(BaseModel):
+class LeadNodApiSettings(VersionedRootSettings):
     """The `api:` block of a LeadNod source (webhook registration, stats). Every key is optional."""
-
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(default="https://api.leadnod.com",
                           description="API root (with or without /v1); sandbox: https://sandbox.api.leadnod.com")
@@ -78,18 +76,8 @@ class LeadNodApiSettings(BaseModel):
     token_url: str | None = Field(default=None, description="default: <base_url>/oauth/token")
     requests_per_minute: int = Field(default=60, gt=0,
                                      description="your plan's limit (Professional 60, Enterprise 300)")
-    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     token_renew_before: float = Field(default=60.0, ge=0,
                                       description="renew the access token this many seconds before it expires")
-    retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
-    backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
-    reset_margin: float = Field(default=0.5, ge=0, description="seconds added to X-RateLimit-Reset (clock skew)")
-
-    @field_validator("base_url")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        value = value.rstrip("/")
-        return value[: -len("/v1")] if value.endswith("/v1") else value
 
     @property
     def token_endpoint(self) -> str:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, RetryPolicy, shared_budget
+from connector.apiclient import ApiClient, RetryPolicy, VersionedRootSettings, shared_budget
 from connector.errors import ConfigProblem, Permanent
 from connector.lead import InboundEvent
 from connector.sources.base import (
@@ -35,26 +35,13 @@ LEAD_DELIVERED = "lead.delivered"
 API_KEY_ENV = "LEADOS_API_KEY"
 
 
-class LeadOSApiSettings(BaseModel):
+class LeadOSApiSettings(VersionedRootSettings):
     """The `api:` block of a LeadOS source (backfill, stats, webhook registration). Every key is optional."""
-
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(default="https://api.leados.net", description="LeadOS API root (with or without /v1)")
     api_key: SecretStr | None = Field(default=None,
                                       description=f"write ${{{API_KEY_ENV}}}; default: that variable")
-    requests_per_minute: int = Field(default=60, gt=0, description="pace until the API's rate headers say")
-    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     page_size: int = Field(default=100, ge=1, le=500, description="leads asked for per list page")
-    retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
-    backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
-    reset_margin: float = Field(default=0.5, ge=0, description="seconds added to X-RateLimit-Reset (clock skew)")
-
-    @field_validator("base_url")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        value = value.rstrip("/")
-        return value[: -len("/v1")] if value.endswith("/v1") else value
 
 
 def _place(geography: Any) -> tuple[str | None, str | None]:
