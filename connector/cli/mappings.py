@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
-from connector.errors import ConfigError
+from connector.errors import ConfigError, Permanent
 
 SCHEMA_FILE = Path("mappings/mapping.schema.json")
 
@@ -78,7 +78,7 @@ def preview(ctx: Context, destination: str, payload: str | None, source: str | N
                              marketplace=marketplace.name)
     try:
         mapped = mapping.apply(document)
-    except Exception as exc:  # a required field left empty: say which
+    except Permanent as exc:  # a required field left empty: say which
         fail(str(exc), code=1)
     on_update = {k: v for k, v in mapped.values.items() if mapped.policies[k].value == "always"}
     console.print_json(json.dumps({"destination": destination, "type": config.destinations[destination].type,

@@ -54,7 +54,7 @@ class FileDestination(Destination):
         return outcomes
 
     def read(self) -> dict[str, dict[str, Any]]:
-        """Every row, by lead key (also used by tests and `connector status` checks)."""
+        """Every row, by lead key: the current records an upsert and `if_empty` fields are checked against."""
         if not self.path.exists():
             return {}
         with self.path.open(newline="", encoding="utf-8") as handle:

@@ -425,8 +425,6 @@ class Store:
                                   .where(deliveries.c.state == PENDING)
                                   .group_by(deliveries.c.destination)).all()
             received = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0
-            oldest_event = conn.execute(sa.select(sa.func.min(deliveries.c.created_at))
-                                        .where(deliveries.c.state == PENDING)).scalar()
         per_dest: dict[str, dict[str, Any]] = {}
         for dest, state, count in by_state:
             per_dest.setdefault(dest, {s: 0 for s in STATES})[state] = count
@@ -435,7 +433,7 @@ class Store:
         return {
             "events": received,
             "queue_depth": sum(d.get(PENDING, 0) for d in per_dest.values()),
-            "oldest_pending_age": (now - oldest_event) if oldest_event else None,
+            "oldest_pending_age": max((now - first for _, first in oldest), default=None),
             "destinations": per_dest,
             "pauses": self.pauses(),
         }

@@ -104,7 +104,7 @@ class Worker:
             except Permanent as exc:
                 verdicts.append(self._failed(item, exc))
         if records:
-            verdicts.extend(self._send(name, records, by_id))
+            verdicts.extend(self._send(name, records, by_id, was_paused=pause is not None))
         self.store.settle(self.owner, [v for v in verdicts if v])
         return len(claimed)
 
@@ -116,7 +116,8 @@ class Worker:
                               values=mapped.values, policies=mapped.policies, known=applied is not None,
                               crm_id=applied[1] if applied else None)
 
-    def _send(self, name: str, records: list[OutboundRecord], by_id: dict[int, Claimed]) -> list[dict[str, Any]]:
+    def _send(self, name: str, records: list[OutboundRecord], by_id: dict[int, Claimed],
+              was_paused: bool) -> list[dict[str, Any]]:
         try:
             outcomes = self._destination(name).send(records)
         except ConnectorError as exc:
@@ -142,8 +143,8 @@ class Worker:
                 self.store.release(self.owner, [item.delivery_id], time.time())
             else:
                 verdicts.append(self._failed(item, outcome.error))
-        if any(o.ok for o in outcomes):
-            self.store.unpause(name)
+        if was_paused and not paused and any(o.ok for o in outcomes):
+            self.store.unpause(name)  # the problem behind the (expired) pause is gone
         return verdicts
 
     # --- verdicts ---------------------------------------------------------------------
