@@ -31,6 +31,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
+from tests.fakes.rate_window import FixedWindow
 from tests.fakes.server import serve
 
 EVENTS = (
@@ -56,7 +57,7 @@ class FakeLeadNod:
         self.revoked = self.forbidden = False
         self.too_many = 0
         self._throttle: list[str] = []
-        self._window_start, self._used = 0.0, 0
+        self._window = FixedWindow()
         self._lock = threading.Lock()
         self.url = ""
         self.app = self._build()
@@ -87,18 +88,6 @@ class FakeLeadNod:
                              headers={"Content-Type": "application/json", "X-LeadNod-Signature": signature})
 
     # --- the app --------------------------------------------------------------------------
-    def _rate(self) -> tuple[dict[str, str], bool]:
-        with self._lock:
-            now = time.time()
-            start = math.floor(now / self.window) * self.window
-            if start != self._window_start:
-                self._window_start, self._used = start, 0
-            allowed = self._used < self.rate_limit
-            self._used += 1 if allowed else 0
-            return {"X-RateLimit-Limit": str(self.rate_limit),
-                    "X-RateLimit-Remaining": str(max(0, self.rate_limit - self._used)),
-                    "X-RateLimit-Reset": f"{start + self.window:.3f}"}, allowed
-
     def _build(self) -> Flask:
         app = Flask("fake_leadnod")
 
@@ -112,7 +101,7 @@ class FakeLeadNod:
         @app.before_request
         def gate() -> Response | None:
             self.requests[f"{request.method} {request.path}"] += 1
-            headers, allowed = self._rate()
+            headers, allowed = self._window.take(self.rate_limit, self.window)
             request.environ["fake.rate_headers"] = headers
             if self._throttle and request.path.startswith("/v1/"):
                 self.too_many += 1

@@ -33,6 +33,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
+from tests.fakes.rate_window import FixedWindow
 from tests.fakes.server import serve
 
 NAMES = ("Raj Sharma", "Naledi Dlamini", "Pieter van der Merwe", "Aisha Patel", "Sipho", "Botha, Anri")
@@ -96,7 +97,7 @@ class FakeLeadOS:
         self.webhooks: list[dict[str, Any]] = []
         self.too_many = 0
         self._failures: list[tuple[int, dict[str, str]]] = []
-        self._window_start, self._used = 0.0, 0
+        self._window = FixedWindow()
         self._lock = threading.Lock()
         self.url = ""
         self.app = self._build()
@@ -115,20 +116,6 @@ class FakeLeadOS:
                              headers={"Content-Type": "application/json", "X-LeadOS-Signature": signature})
 
     # --- the app --------------------------------------------------------------------------
-    def _rate_headers(self) -> tuple[dict[str, str], bool]:
-        with self._lock:
-            now = time.time()
-            start = math.floor(now / self.window) * self.window
-            if start != self._window_start:
-                self._window_start, self._used = start, 0
-            allowed = self._used < self.rate_limit
-            if allowed:
-                self._used += 1
-            reset = start + self.window
-            return {"X-RateLimit-Limit": str(self.rate_limit),
-                    "X-RateLimit-Remaining": str(max(0, self.rate_limit - self._used)),
-                    "X-RateLimit-Reset": f"{reset:.3f}"}, allowed
-
     def _build(self) -> Flask:
         app = Flask("fake_leados")
 
@@ -138,7 +125,7 @@ class FakeLeadOS:
         @app.before_request
         def gate() -> Response | None:
             self.requests[f"{request.method} {request.path}"] += 1
-            headers, allowed = self._rate_headers()
+            headers, allowed = self._window.take(self.rate_limit, self.window)
             request.environ["fake.rate_headers"] = headers
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return answer(401, {"code": "unauthorized", "message": "Invalid API key"}, headers)
