@@ -37,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from connector.config import load_config  # noqa: E402
-from connector.intake import destinations_for  # noqa: E402
+from connector.intake import accept_many  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.store.schema import DEAD, DELIVERED  # noqa: E402
 from connector.worker import run_workers  # noqa: E402
@@ -102,15 +102,8 @@ def run(fake: FakeProcess, leads: int, batch_size: int | None, folder: Path, nam
     store.upgrade()
     config.build_destination(name).setup(config.load_mapping(name))  # properties exist before the clock starts
     marketplace = config.marketplaces["leaditio"]
-    batch = []
-    for index in range(leads):
-        body = webhook_body(index + (100_000 if batch_size else 0))
-        event = marketplace.parse(body)
-        batch.append((event, destinations_for(config, event), body))
-        if len(batch) == 500:
-            store.record_events(batch)
-            batch = []
-    store.record_events(batch)
+    bodies = (webhook_body(index + (100_000 if batch_size else 0)) for index in range(leads))
+    accept_many(config, store, ((marketplace.parse(body), body) for body in bodies))
 
     before = fake.stats()
     stop = threading.Event()

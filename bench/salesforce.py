@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.config import load_config  # noqa: E402
-from connector.intake import destinations_for  # noqa: E402
+from connector.intake import accept_many  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.worker import Worker  # noqa: E402
 from tests.fakes.salesforce import FakeSalesforce, running  # noqa: E402
@@ -71,15 +71,8 @@ def run(fake: FakeSalesforce, leads: int, batch_size: int | None, folder: Path) 
     store = Store(config.database.url)
     store.upgrade()
     marketplace = config.marketplaces["leaditio"]
-    batch = []
-    for index in range(leads):
-        body = webhook_body(index)
-        event = marketplace.parse(body)
-        batch.append((event, destinations_for(config, event), body))
-        if len(batch) == 500:
-            store.record_events(batch)
-            batch = []
-    store.record_events(batch)
+    bodies = (webhook_body(index) for index in range(leads))
+    accept_many(config, store, ((marketplace.parse(body), body) for body in bodies))
 
     worker = Worker(config, store)
     started = time.perf_counter()

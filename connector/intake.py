@@ -6,6 +6,8 @@ deliveries in one transaction, once, however often the same event arrives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from connector.config import Config
 from connector.lead import InboundEvent, mapping_input
 from connector.store import Recorded, Store
@@ -24,3 +26,15 @@ def destinations_for(config: Config, event: InboundEvent) -> list[str]:
 def accept(config: Config, store: Store, event: InboundEvent, body: bytes,
            signature_index: int | None = None) -> Recorded:
     return store.record_event(event, destinations_for(config, event), body=body, signature_index=signature_index)
+
+
+def accept_many(config: Config, store: Store, items: Iterable[tuple[InboundEvent, bytes]], chunk: int = 500) -> int:
+    """Queue many events (e.g. a benchmark's or an import's) a chunk per transaction; returns how many."""
+    batch: list[tuple[InboundEvent, list[str], bytes]] = []
+    count = 0
+    for event, body in items:
+        batch.append((event, destinations_for(config, event), body))
+        if len(batch) == chunk:
+            count += len(store.record_events(batch))
+            batch = []
+    return count + len(store.record_events(batch))

@@ -234,3 +234,17 @@ def test_skip_outcome_is_recorded(tmp_path, database_url):
         assert row["state"] == SKIPPED and row["last_error_code"] == "CANNOT_UPDATE_CONVERTED_LEAD"
     finally:
         Destination.registry.pop("test_converted", None)
+
+
+def test_accept_many_routes_dedupes_and_delivers(config, store, tmp_path):
+    import json
+
+    from connector.intake import accept_many
+
+    marketplace = config.marketplaces["leaditio"]
+    bodies = [json.dumps(leaditio_payload(f"lead_{i}")).encode() for i in range(7)]
+    items = [(marketplace.parse(b), b) for b in bodies + bodies[:2]]  # two sent twice
+    assert accept_many(config, store, items, chunk=3) == 9
+    assert store.status()["queue_depth"] == 7
+    Worker(config, store).drain(timeout=10)
+    assert len(read_jsonl(tmp_path / "leads.jsonl")) == 7
