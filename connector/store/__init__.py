@@ -7,23 +7,22 @@ can run, and a killed worker's batch is taken up again once its lease runs out.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import queue
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
+from connector.store.engine import GroupCommit, WriterLock, make_engine
+from connector.store.eventlog import EventLog, Recorded, lead_key
+
+__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key", "make_engine"]
 from connector.store.schema import (
     DEAD,
     DELIVERED,
@@ -37,13 +36,6 @@ from connector.store.schema import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    event_id: int
-    duplicate: bool
-    deliveries: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,110 +55,8 @@ class Claimed:
     lead: dict[str, Any]
 
 
-def lead_key(source: str, lead_id: str | None, event_key: str) -> str:
-    return f"{source}:{lead_id}" if lead_id else f"{source}:event:{event_key}"
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
-
-
-def _sqlite_engine(url: str) -> Engine:
-    """SQLite in WAL mode, fsync on every commit, each transaction taking the write lock up front."""
-    memory = ":memory:" in url or url in ("sqlite://", "sqlite:///")
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              poolclass=sa.pool.StaticPool if memory else sa.pool.QueuePool,
-                              **({} if memory else {"pool_size": 8, "max_overflow": 16}))
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the event is on disk
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # No deadlock upgrading a read lock to a write lock under concurrency.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-class WriterLock:
-    """One SQLite transaction at a time across processes, queued on a kernel file lock.
-
-    SQLite's own busy handler sleeps and polls; with several gunicorn processes taking webhooks
-    the polling, not the work, set the slowest answer times. A waiter on `flock` wakes the moment
-    the lock is free. Each thread has its own file handle (flock excludes per open file).
-    """
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self._local = threading.local()
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        handle = getattr(self._local, "handle", None)
-        if handle is None:
-            handle = self._local.handle = open(self.path, "a+b")  # noqa: SIM115 - kept per thread
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class GroupCommit:
-    """Concurrent webhooks of one process share one SQLite transaction, so one fsync serves many.
-
-    Each caller still waits until the transaction holding its event has committed: a 2xx is only
-    ever sent for an event on disk.
-    """
-
-    MAX_BATCH = 64
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.queue: queue.Queue[tuple[tuple[Any, ...], Future[Recorded]]] = queue.Queue()
-        self._started = False
-        self._start_lock = threading.Lock()
-
-    def submit(self, *item: Any) -> Recorded:
-        if not self._started:
-            with self._start_lock:
-                if not self._started:
-                    threading.Thread(target=self._run, name="group-commit", daemon=True).start()
-                    self._started = True
-        future: Future[Recorded] = Future()
-        self.queue.put((item, future))
-        return future.result()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                with self.store._tx() as conn:
-                    results = [self.store._record(conn, *item) for item, _ in batch]
-            except Exception as exc:  # the database is down: every waiter answers 503
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+class StoreUnavailable(Exception):
+    """The database cannot take an event right now (down, unreachable, disk full): the sender should retry."""
 
 
 class Store:
@@ -182,10 +72,9 @@ class Store:
         else:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
-        self._group = None if self.is_postgres else GroupCommit(self)
-        # Built once: on the webhook path, building a statement cost more than running it.
-        self._insert_event = insert(events).on_conflict_do_nothing().returning(events.c.id)
-        self._insert_deliveries = deliveries.insert()
+        self._events = EventLog(self.engine.dialect.paramstyle)
+        self._database_errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
+        self._group = None if self.is_postgres else GroupCommit(self.engine, self._writer, self._events.record)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -227,11 +116,18 @@ class Store:
     # --- in: events -------------------------------------------------------------------
     def record_event(self, event: InboundEvent, destinations: Sequence[str], *, body: bytes,
                      signature_index: int | None = None) -> Recorded:
-        """Store one event and its deliveries, committed before this returns; a duplicate is stored once."""
-        if self._group is not None:
-            return self._group.submit(event, destinations, body, signature_index)
-        with self._tx() as conn:
-            return self._record(conn, event, destinations, body, signature_index)
+        """Store one event and its deliveries, committed before this returns; a duplicate is stored once.
+
+        Raises StoreUnavailable when the database cannot take it.
+        """
+        try:
+            if self._group is not None:
+                return self._group.submit(event, destinations, body, signature_index)
+            with self._tx() as conn:
+                return self._events.record(conn.connection.cursor(), event, destinations, body, signature_index)
+        except self._database_errors as exc:
+            cause = getattr(exc, "orig", None) or exc  # the driver's own words, never the statement's values
+            raise StoreUnavailable(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from exc
 
     def record_events(self, batch: Iterable[tuple[InboundEvent, Sequence[str], bytes]],
                       checkpoint: tuple[str, str, dict[str, Any], dict[str, Any], bool] | None = None,
@@ -241,37 +137,11 @@ class Store:
         `checkpoint` is (source, job_key, params, state, done).
         """
         with self._tx() as conn:
-            results = [self._record(conn, event, dests, body, None) for event, dests, body in batch]
+            cursor = conn.connection.cursor()
+            results = [self._events.record(cursor, event, dests, body, None) for event, dests, body in batch]
             if checkpoint is not None:
                 self._save_checkpoint(conn, *checkpoint)
             return results
-
-    def _record(self, conn: Connection, event: InboundEvent, destinations: Sequence[str], body: bytes,
-                signature_index: int | None) -> Recorded:
-        now = time.time()
-        digest = hashlib.sha256(body).hexdigest()
-        event_id = conn.execute(self._insert_event, {
-            "source": event.source, "event_key": event.event_key[:400], "body_sha256": digest,
-            "event_type": event.event_type, "lead_id": event.lead_id, "occurred_at": event.occurred_at,
-            "received_at": now, "origin": event.origin, "deliverable": event.deliverable,
-            "signature_index": signature_index, "lead_json": json.dumps(event.lead, separators=(",", ":")),
-            "body": body}).scalar()
-        if event_id is None:
-            existing = conn.execute(
-                sa.select(events.c.id).where(events.c.source == event.source).where(
-                    (events.c.event_key == event.event_key[:400]) | (events.c.body_sha256 == digest))
-            ).scalar()
-            return Recorded(int(existing or 0), duplicate=True)
-        targets = list(destinations) if event.deliverable else []
-        if targets:
-            key = lead_key(event.source, event.lead_id, event.event_key)
-            conn.execute(self._insert_deliveries, [
-                {"event_id": event_id, "destination": d, "lead_key": key, "occurred_at": event.occurred_at,
-                 "state": PENDING, "attempts": 0, "next_attempt_at": now, "force": False,
-                 "created_at": now, "updated_at": now}
-                for d in targets
-            ])
-        return Recorded(int(event_id), duplicate=False, deliveries=len(targets))
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The newest stored lead document per id (for a backfill deciding what it must fetch)."""

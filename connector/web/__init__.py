@@ -10,14 +10,13 @@ import hmac
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from connector import intake, metrics
 from connector.config import Config, load_config
 from connector.sources import InvalidPayload
-from connector.store import Store
+from connector.store import Store, StoreUnavailable
 
 log = logging.getLogger("connector.web")
 bp = Blueprint("receiver", __name__)
@@ -58,9 +57,9 @@ def receive(source: str) -> Any:
         return problem(400, "invalid_request", str(exc))
     try:
         recorded = intake.accept(config, store, event, body, secret_index)
-    except sa.exc.SQLAlchemyError as exc:
+    except StoreUnavailable as exc:
         metrics.REJECTED.labels(source, "unavailable").inc()
-        log.error("webhook to %s not stored (the sender will retry): %s", source, type(exc).__name__)
+        log.error("webhook to %s not stored (the sender will retry): %s", source, exc)
         return problem(503, "unavailable", "the connector cannot store events right now; retry later")
     if recorded.duplicate:
         metrics.DUPLICATES.labels(source).inc()
