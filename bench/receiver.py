@@ -13,6 +13,7 @@ Prints accepted/s and p50/p99 time to answer for each, and the ratios.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ SECRET = "bench-secret"
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
+LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
 
 
 def free_port() -> int:
@@ -47,7 +50,7 @@ def wait_up(port: int, timeout: float = 30) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"server on {port} did not start (see the gunicorn log in {tempfile.gettempdir()})")
+    raise SystemExit(f"server on {port} did not start (a gunicorn's last lines go to {LOG})")
 
 
 def bodies(count: int) -> list[tuple[bytes, str]]:
@@ -162,9 +165,12 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
             extra.append(subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}", app],
-                              env=env, cwd=ROOT, stdout=log, stderr=log)
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # stdout is a pipe read by another process, as on Heroku; the last lines are kept for diagnosis.
+    tail: collections.deque[bytes] = collections.deque(maxlen=50)
+    reader = threading.Thread(target=tail.extend, args=(server.stdout,), daemon=True)
+    reader.start()
     try:
         wait_up(port)
         load(port, requests[:WARM_UP], concurrency)  # distinct ids from the measured run
@@ -174,6 +180,8 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
             proc.terminate()
         for proc in [server, *extra]:
             proc.wait(timeout=30)
+        reader.join(timeout=5)
+        LOG.write_bytes(b"".join(tail))
     result["name"] = name
     return result
 
