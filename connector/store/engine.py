@@ -7,10 +7,8 @@ a kernel file lock (`WriterLock`), and the webhooks of one process share commits
 from __future__ import annotations
 
 import fcntl
-import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,13 +74,39 @@ class WriterLock:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _Waiting:
+    """One item queued for the next transaction, and how its thread learns the outcome."""
+
+    __slots__ = ("item", "result", "error", "writes_next", "_signal")
+
+    def __init__(self, item: tuple[Any, ...]):
+        self.item = item
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.writes_next = False
+        self._signal = threading.Lock()
+        self._signal.acquire()  # released once: the item is written, or it is this thread's turn to write
+
+    def wake(self) -> None:
+        self._signal.release()
+
+    def wait(self) -> None:
+        self._signal.acquire()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class GroupCommit:
     """Concurrent webhooks of one process share one SQLite transaction, so one fsync serves many.
 
-    One thread writes every batch on its own connection, straight through the driver: the
-    transaction is a handful of calls, so the writer lock is held as briefly as possible. Each
-    caller still waits until the transaction holding its item has committed: a 2xx is only ever
-    sent for an event on disk.
+    Whichever request thread finds nobody writing becomes the writer: it commits everything queued
+    so far (its own item first) in one transaction on its own connection, then passes the turn to
+    the oldest thread still waiting, if any. A lone webhook is written by its own thread with no
+    hand-off; under load the batches grow by themselves. Every caller returns only once the
+    transaction holding its item has committed: a 2xx is only ever sent for an event on disk.
     """
 
     MAX_BATCH = 64
@@ -91,50 +115,59 @@ class GroupCommit:
         self.engine = engine
         self.lock = lock
         self.write = write  # write(cursor, *item) -> result, inside the transaction
-        self.queue: queue.Queue[tuple[tuple[Any, ...], Future[Any]]] = queue.Queue()
-        self._started = False
-        self._start_lock = threading.Lock()
+        self._mutex = threading.Lock()
+        self._queue: list[_Waiting] = []
+        self._writing = False
+        self._local = threading.local()  # each thread's connection, opened the first time it writes
 
     def submit(self, *item: Any) -> Any:
-        if not self._started:
-            with self._start_lock:
-                if not self._started:
-                    threading.Thread(target=self._run, name="group-commit", daemon=True).start()
-                    self._started = True
-        future: Future[Any] = Future()
-        self.queue.put((item, future))
-        return future.result()
+        mine = _Waiting(item)
+        with self._mutex:
+            self._queue.append(mine)
+            follow, self._writing = self._writing, True
+        if follow:
+            mine.wait()
+            if not mine.writes_next:
+                return mine.outcome()
+        self._write_turn(mine)
+        return mine.outcome()
 
-    def _run(self) -> None:
-        connection = None
-        while True:
-            batch = [self.queue.get()]
-            while len(batch) < self.MAX_BATCH:
+    def _write_turn(self, mine: _Waiting) -> None:
+        with self._mutex:  # `mine` is first in line: it was queued last while nobody wrote, or handed the turn
+            batch = self._queue[:self.MAX_BATCH]
+            del self._queue[:self.MAX_BATCH]
+        try:
+            for waiting, result in zip(batch, self._commit([w.item for w in batch]), strict=True):
+                waiting.result = result
+        except Exception as exc:  # the database is unusable: every waiter answers 503
+            for waiting in batch:
+                waiting.error = exc
+        finally:
+            for waiting in batch:
+                if waiting is not mine:
+                    waiting.wake()
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].writes_next = True
+                    self._queue[0].wake()
+                else:
+                    self._writing = False
+
+    def _commit(self, items: list[tuple[Any, ...]]) -> list[Any]:
+        connection = getattr(self._local, "connection", None) or self.engine.raw_connection()
+        self._local.connection = connection
+        try:
+            with self.lock.held():
+                cursor = connection.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                connection = connection or self.engine.raw_connection()
-                results = self._commit(connection, [item for item, _ in batch])
-            except Exception as exc:  # the database is unusable: every waiter answers 503
-                if connection is not None:
-                    connection.invalidate()
-                    connection = None
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
-
-    def _commit(self, connection: Any, items: list[tuple[Any, ...]]) -> list[Any]:
-        with self.lock.held():
-            cursor = connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                results = [self.write(cursor, *item) for item in items]
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            return results
+                    results = [self.write(cursor, *item) for item in items]
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                return results
+        except Exception:
+            self._local.connection = None
+            connection.invalidate()
+            raise

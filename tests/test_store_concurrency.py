@@ -1,0 +1,86 @@
+"""Many webhooks at once: each stored exactly once, whichever thread or process writes its transaction."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from connector.lead import InboundEvent
+from connector.store import Store, StoreUnavailable
+from connector.store.eventlog import EventLog
+
+
+def event(number: int, *, key: str | None = None) -> tuple[InboundEvent, bytes]:
+    lead_id = f"lead_{number:05d}"
+    body = f'{{"event": "lead.new", "lead": {{"id": "{lead_id}"}}}}'.encode()
+    return InboundEvent(source="leaditio", event_key=key or f"lead.new:{lead_id}", event_type="lead.new",
+                        occurred_at=1_780_000_000.0 + number, lead_id=lead_id, lead={"id": lead_id}), body
+
+
+def record(store: Store, number: int) -> tuple[int, bool, int]:
+    inbound, body = event(number)
+    result = store.record_event(inbound, ["crm"], body=body)
+    return result.event_id, result.duplicate, result.deliveries
+
+
+def test_concurrent_webhooks_are_each_stored_once(store):
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda n: record(store, n), range(400)))
+        repeats = list(pool.map(lambda n: record(store, n % 40), range(400)))  # duplicates, arriving together
+    assert len({event_id for event_id, _, _ in results}) == 400
+    assert all(not duplicate and deliveries == 1 for _, duplicate, deliveries in results)
+    assert all(duplicate for _, duplicate, _ in repeats)
+    assert {event_id for event_id, _, _ in repeats} == {results[n][0] for n in range(40)}
+    assert store.status()["events"] == 400 and store.status()["queue_depth"] == 400
+
+
+def test_the_same_new_event_from_many_threads_is_stored_once(store):
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: record(store, 7), range(64)))
+    assert sum(not duplicate for _, duplicate, _ in results) == 1
+    assert len({event_id for event_id, _, _ in results}) == 1
+    assert store.status()["queue_depth"] == 1
+
+
+def _record_range(url: str, start: int, count: int) -> None:
+    store = Store(url)
+    for number in range(start, start + count):
+        record(store, number)
+    store.dispose()
+
+
+def test_several_processes_share_one_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'connector.db'}"
+    Store(url).upgrade()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_range, args=(url, n * 150, 150)) for n in range(3)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+        assert process.exitcode == 0
+    assert Store(url).status()["events"] == 450
+
+
+def test_a_failed_sqlite_transaction_fails_its_webhooks_and_the_next_ones_go_through(tmp_path, monkeypatch):
+    real_record = EventLog.record
+    failing = {"left": 1}
+
+    def record_or_fail(self, cursor, *args):  # noqa: ANN001, ANN202
+        if failing["left"]:
+            failing["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_record(self, cursor, *args)
+
+    monkeypatch.setattr(EventLog, "record", record_or_fail)
+    store = Store(f"sqlite:///{tmp_path / 'connector.db'}")  # built after the patch, so its writer uses it
+    store.upgrade()
+    with pytest.raises(StoreUnavailable, match="OperationalError: disk I/O error"):
+        record(store, 1)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: record(store, n), range(2, 50)))
+    assert all(not duplicate for _, duplicate, _ in results)
+    assert store.status()["events"] == 48
