@@ -1,13 +1,15 @@
 """Receiver speed: signed webhooks against gunicorn, next to a bare Flask endpoint under the same settings.
 
-    .venv/bin/python bench/receiver.py [--requests 5000] [--concurrency 16]
+    .venv/bin/python bench/receiver.py [--requests 5000] [--concurrency 16] [--rounds 3] [--gunicorn OPTIONS]
 
-Three runs in one go, each with a fresh SQLite database:
+Both apps run under the Procfile's gunicorn settings (connector/gunicorn_conf.py) unless --gunicorn says
+otherwise. Each round makes three runs back to back, each with a fresh SQLite database:
   1. bare    - a Flask endpoint that only answers 200 (the ceiling for this machine and these settings)
   2. connector - the real receiver: verify, store durably (SQLite, synchronous=FULL), answer
   3. connector + slow CRM - the same while a worker delivers to a CRM that takes 1 s per call:
      the answer time must not change, because delivery is asynchronous.
-Prints accepted/s and p50/p99 time to answer for each, and the ratios.
+Prints accepted/s and p50/p99 time to answer for each (median over rounds), and the ratios per round:
+gunicorn hands keep-alive connections to processes unevenly, so single rounds vary.
 """
 
 from __future__ import annotations
