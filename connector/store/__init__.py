@@ -22,7 +22,7 @@ from connector.lead import InboundEvent
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import EventLog, Recorded, lead_key
 
-__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key", "make_engine"]
+__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key"]
 from connector.store.schema import (
     DEAD,
     DELIVERED,

@@ -103,9 +103,9 @@ class GroupCommit:
     """Concurrent webhooks of one process share one SQLite transaction, so one fsync serves many.
 
     Whichever request thread finds nobody writing becomes the writer: it commits everything queued
-    so far (its own item first) in one transaction on its own connection, then passes the turn to
-    the oldest thread still waiting, if any. A lone webhook is written by its own thread with no
-    hand-off; under load the batches grow by themselves. Every caller returns only once the
+    so far (its own item first) in one transaction on the process's one writing connection, then
+    passes the turn to the oldest thread still waiting, if any. A lone webhook is written by its own
+    thread with no hand-off; under load the batches grow by themselves. Every caller returns only once the
     transaction holding its item has committed: a 2xx is only ever sent for an event on disk.
     """
 
@@ -118,7 +118,7 @@ class GroupCommit:
         self._mutex = threading.Lock()
         self._queue: list[_Waiting] = []
         self._writing = False
-        self._local = threading.local()  # each thread's connection, opened the first time it writes
+        self._connection: Any = None  # only the thread whose turn it is touches it
 
     def submit(self, *item: Any) -> Any:
         mine = _Waiting(item)
@@ -133,7 +133,7 @@ class GroupCommit:
         return mine.outcome()
 
     def _write_turn(self, mine: _Waiting) -> None:
-        with self._mutex:  # `mine` is first in line: it was queued last while nobody wrote, or handed the turn
+        with self._mutex:  # `mine` is first: the queue was empty when it found nobody writing, or it is the oldest
             batch = self._queue[:self.MAX_BATCH]
             del self._queue[:self.MAX_BATCH]
         try:
@@ -154,8 +154,7 @@ class GroupCommit:
                     self._writing = False
 
     def _commit(self, items: list[tuple[Any, ...]]) -> list[Any]:
-        connection = getattr(self._local, "connection", None) or self.engine.raw_connection()
-        self._local.connection = connection
+        connection = self._connection = self._connection or self.engine.raw_connection()
         try:
             with self.lock.held():
                 cursor = connection.cursor()
@@ -168,6 +167,6 @@ class GroupCommit:
                     raise
                 return results
         except Exception:
-            self._local.connection = None
+            self._connection = None
             connection.invalidate()
             raise
