@@ -15,7 +15,7 @@ Real HTTP (werkzeug) on 127.0.0.1 with an ephemeral port, in a thread:
 - Counters: requests per kind, 429s, detail calls.
 
 Run standalone (for the benchmark, so the server does not share the client's interpreter):
-    python tests/fakes/leaditio_api.py --leads 10000 --limit 600 --window 60
+    python -m tests.fakes.leaditio_api --leads 10000 --limit 600 --window 60
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from tests.fakes.rate_window import ENVIRON_KEY, carry_rate_headers
 
 VERTICALS = ("solar", "insurance", "financial", "property")
 TIERS = ("hot", "warm", "qualified")
@@ -187,7 +189,7 @@ class FakeLeaditioApi:
             if key is None or key not in fake.keys:
                 return _error(401, "unauthorized", "Invalid or missing API key")
             headers, exceeded = fake._rate_headers(key, count=True)
-            request.environ["fake.rate_headers"] = headers
+            request.environ[ENVIRON_KEY] = headers
             if exceeded:
                 with fake.lock:
                     fake.rate_limited += 1
@@ -207,10 +209,10 @@ class FakeLeaditioApi:
                               if status >= 500 else "scripted failure", headers)
             return None
 
+        carry_rate_headers(app)
+
         @app.after_request
-        def _headers(response: Response) -> Response:
-            for name, value in request.environ.get("fake.rate_headers", {}).items():
-                response.headers.setdefault(name, value)
+        def _count(response: Response) -> Response:
             if response.status_code < 400:
                 with fake.lock:
                     fake.served += 1

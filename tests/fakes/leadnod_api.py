@@ -31,7 +31,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
-from tests.fakes.rate_window import FixedWindow
+from tests.fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
 from tests.fakes.server import serve
 
 EVENTS = (
@@ -102,7 +102,7 @@ class FakeLeadNod:
         def gate() -> Response | None:
             self.requests[f"{request.method} {request.path}"] += 1
             headers, allowed = self._window.take(self.rate_limit, self.window)
-            request.environ["fake.rate_headers"] = headers
+            request.environ[ENVIRON_KEY] = headers
             if self._throttle and request.path.startswith("/v1/"):
                 self.too_many += 1
                 response = problem(429, "rate_limit_exceeded", "Too many requests")
@@ -126,11 +126,7 @@ class FakeLeadNod:
                     return problem(403, "insufficient_scope", "Your plan does not include API access")
             return None
 
-        @app.after_request
-        def rate_headers(response: Response) -> Response:
-            for key, value in request.environ.get("fake.rate_headers", {}).items():
-                response.headers.setdefault(key, value)
-            return response
+        carry_rate_headers(app)
 
         @app.post("/oauth/token")
         def token() -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
-from tests.fakes.rate_window import FixedWindow
+from tests.fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
 from tests.fakes.server import serve
 
 NAMES = ("Raj Sharma", "Naledi Dlamini", "Pieter van der Merwe", "Aisha Patel", "Sipho", "Botha, Anri")
@@ -126,7 +126,7 @@ class FakeLeadOS:
         def gate() -> Response | None:
             self.requests[f"{request.method} {request.path}"] += 1
             headers, allowed = self._window.take(self.rate_limit, self.window)
-            request.environ["fake.rate_headers"] = headers
+            request.environ[ENVIRON_KEY] = headers
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return answer(401, {"code": "unauthorized", "message": "Invalid API key"}, headers)
             if self._failures:
@@ -139,11 +139,7 @@ class FakeLeadOS:
                               {**headers, "Retry-After": str(wait)})
             return None
 
-        @app.after_request
-        def rate_headers(response: Response) -> Response:
-            for key, value in request.environ.get("fake.rate_headers", {}).items():
-                response.headers.setdefault(key, value)
-            return response
+        carry_rate_headers(app)
 
         @app.get("/v1/leads")
         def list_leads() -> Any:

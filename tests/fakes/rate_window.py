@@ -6,6 +6,20 @@ import math
 import threading
 import time
 
+from flask import Flask, Response, request
+
+ENVIRON_KEY = "fake.rate_headers"  # where a fake's request gate leaves the rate headers of this request
+
+
+def carry_rate_headers(app: Flask) -> None:
+    """Every answer of `app`, errors included, carries the rate headers its gate left in the request."""
+
+    @app.after_request
+    def _rate_headers(response: Response) -> Response:
+        for key, value in request.environ.get(ENVIRON_KEY, {}).items():
+            response.headers.setdefault(key, value)
+        return response
+
 
 class FixedWindow:
     def __init__(self) -> None:
