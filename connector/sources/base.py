@@ -106,14 +106,18 @@ class Marketplace(ABC):
 
     # --- payloads ---------------------------------------------------------------------
     @staticmethod
-    def load_json(body: bytes) -> dict[str, Any]:
+    def load_event(body: bytes, type_field: str = "event") -> tuple[dict[str, Any], str]:
+        """A webhook's JSON object and its event type, read from `type_field`; InvalidPayload if either is missing."""
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidPayload(f"body is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise InvalidPayload("body must be a JSON object")
-        return payload
+        event_type = payload.get(type_field)
+        if not isinstance(event_type, str) or not event_type:
+            raise InvalidPayload(f"payload has no event type ('{type_field}')")
+        return payload, event_type
 
     @abstractmethod
     def parse(self, body: bytes) -> InboundEvent:

@@ -161,10 +161,7 @@ class Leaditio(Marketplace):
         return LeaditioApi(self.source_name, settings, key.strip())
 
     def parse(self, body: bytes) -> InboundEvent:
-        payload = self.load_json(body)
-        event_type = payload.get("event")
-        if not isinstance(event_type, str) or not event_type:
-            raise InvalidPayload("payload has no 'event' type")
+        payload, event_type = self.load_event(body)
         lead = payload.get("lead")
         if not isinstance(lead, dict) or not lead.get("id"):
             raise InvalidPayload("payload has no 'lead' with an 'id'")

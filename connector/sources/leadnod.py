@@ -129,12 +129,10 @@ class LeadNod(Marketplace):
     ApiSettings = LeadNodApiSettings
 
     def parse(self, body: bytes) -> InboundEvent:
-        envelope = self.load_json(body)
-        event_id, event_type, data = envelope.get("id"), envelope.get("type"), envelope.get("data")
+        envelope, event_type = self.load_event(body, "type")
+        event_id, data = envelope.get("id"), envelope.get("data")
         if not isinstance(event_id, str | int) or event_id in ("", None):
             raise InvalidPayload("payload has no event 'id'")
-        if not isinstance(event_type, str) or not event_type:
-            raise InvalidPayload("payload has no event 'type'")
         if not isinstance(data, dict):
             raise InvalidPayload("payload has no 'data' object")
         lead = canonical_lead(envelope)

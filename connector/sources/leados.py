@@ -91,10 +91,7 @@ class LeadOS(Marketplace):
         return "sha256=" + super().sign(secret, body)
 
     def parse(self, body: bytes) -> InboundEvent:
-        payload = self.load_json(body)
-        event_type = payload.get("event")
-        if not isinstance(event_type, str) or not event_type:
-            raise InvalidPayload("payload has no 'event' type")
+        payload, event_type = self.load_event(body)
         lead = payload.get("lead")
         if event_type != LEAD_DELIVERED and not isinstance(lead, dict):
             # Another kind of notification (none is documented yet): kept so LeadOS stops
