@@ -6,32 +6,19 @@ test_salesforce_auth.py.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from connector.destinations import OutboundRecord, UpdatePolicy
-from connector.destinations.salesforce import SalesforceDestination, Settings
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable, Skip
 from connector.mapping import load_mapping
-from tests.fakes.salesforce import FakeSalesforce, running, trust
+from tests.conftest import ROOT
+from tests.fakes.salesforce import FakeSalesforce
+from tests.salesforce.conftest import session_destination
 
-ROOT = Path(__file__).resolve().parent.parent
 MAPPING = load_mapping(ROOT / "mappings" / "salesforce.yaml")
 EXT = "Leaditio_Lead_ID__c"
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    with running() as org:
-        trust(monkeypatch, org, tmp_path)
-        yield org
-
-
-def destination(fake: FakeSalesforce, **settings: Any) -> SalesforceDestination:
-    values = {"auth": "session", "session_id": fake.new_session(), "instance_url": fake.url, **settings}
-    return SalesforceDestination("crm", Settings.model_validate(values))
 
 
 def lead(lead_id: str, **overrides: Any) -> dict[str, Any]:
@@ -58,7 +45,7 @@ def raw(delivery_id: int, key: str, values: dict[str, Any], known: bool = False,
 
 # --- the happy path -------------------------------------------------------------------------
 def test_a_batch_is_one_collections_upsert_and_every_lead_lands_once(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     outcomes = dest.send([record(i, f"lead_{i}") for i in range(1, 6)])
 
     assert [o.ok for o in outcomes] == [True] * 5
@@ -83,7 +70,7 @@ def test_a_batch_is_one_collections_upsert_and_every_lead_lands_once(fake: FakeS
 
 
 def test_one_lead_is_a_plain_upsert_with_the_external_id_url_encoded(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     outcome, = dest.send([record(7, "lead/7 a&b")])
     assert outcome.ok and outcome.created is True
     call, = fake.rest_calls()
@@ -99,13 +86,13 @@ def test_one_lead_is_a_plain_upsert_with_the_external_id_url_encoded(fake: FakeS
 
 def test_the_raw_path_is_percent_encoded(fake: FakeSalesforce) -> None:
     """What went on the wire, not what the server decoded."""
-    destination(fake).send([record(1, "a/b c")])
+    session_destination(fake).send([record(1, "a/b c")])
     assert fake.rest_calls()[-1]["raw_uri"].endswith(f"/sobjects/Lead/{EXT}/a%2Fb%20c")
 
 
 # --- update policies ----------------------------------------------------------------------
 def test_updates_keep_sales_owned_fields_and_fill_only_empty_contact_fields(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     dest.send([record(1, "lead_1", phone=None)])
     crm_id = fake.leads()["lead_1"]["Id"]
     # the sales team works the lead: new status, a corrected email; the phone is still empty
@@ -126,7 +113,7 @@ def test_updates_keep_sales_owned_fields_and_fill_only_empty_contact_fields(fake
 
 
 def test_no_read_before_write_for_new_leads_or_mappings_without_if_empty(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     dest.send([record(1, "lead_1"), record(2, "lead_2")])
     always = {"Rating": UpdatePolicy.always, "LastName": UpdatePolicy.on_create}
     dest.send([raw(3, "lead_1", {"Rating": "Cold", "LastName": "X"}, known=True, policies=always),
@@ -136,7 +123,7 @@ def test_no_read_before_write_for_new_leads_or_mappings_without_if_empty(fake: F
 
 
 def test_a_known_lead_deleted_in_salesforce_is_created_again(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     policies = {"LastName": UpdatePolicy.on_create, "Company": UpdatePolicy.on_create,
                 "Rating": UpdatePolicy.always}
     outcomes = dest.send([raw(1, "gone", {"LastName": "M", "Company": "C", "Rating": "Hot"}, known=True,
@@ -149,7 +136,7 @@ def test_a_known_lead_deleted_in_salesforce_is_created_again(fake: FakeSalesforc
 
 # --- per-record errors ---------------------------------------------------------------------
 def test_only_the_refused_records_fail_each_with_salesforce_words_and_field(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     good = raw(1, "ok", {"LastName": "A", "Company": "B"})
     no_company = raw(2, "nocomp", {"LastName": "A"})
     bad_rating = raw(3, "rating", {"LastName": "A", "Company": "B", "Rating": "Scorching"})
@@ -171,7 +158,7 @@ def test_only_the_refused_records_fail_each_with_salesforce_words_and_field(fake
 
 def test_a_locked_row_is_retried_not_dead_lettered(fake: FakeSalesforce) -> None:
     fake.locked["busy"] = 1
-    outcomes = destination(fake).send([raw(1, "busy", {"LastName": "A", "Company": "B"}),
+    outcomes = session_destination(fake).send([raw(1, "busy", {"LastName": "A", "Company": "B"}),
                                        raw(2, "free", {"LastName": "A", "Company": "B"})])
     assert type(outcomes[0].error) is Retryable and outcomes[0].error.code == "UNABLE_TO_LOCK_ROW"
     assert outcomes[1].ok
@@ -179,14 +166,14 @@ def test_a_locked_row_is_retried_not_dead_lettered(fake: FakeSalesforce) -> None
 
 def test_a_trigger_that_hit_a_locked_row_is_retried_too(fake: FakeSalesforce) -> None:
     fake.trigger_locked.add("busy")
-    outcome, = destination(fake).send([raw(1, "busy", {"LastName": "A", "Company": "B"})])
+    outcome, = session_destination(fake).send([raw(1, "busy", {"LastName": "A", "Company": "B"})])
     assert type(outcome.error) is Retryable and outcome.error.code == "UNABLE_TO_LOCK_ROW"
     assert "LeadTrigger" in outcome.error.message
 
 
 def test_one_unparseable_value_does_not_sink_the_batch(fake: FakeSalesforce) -> None:
     """Salesforce refuses the whole request for text in a number field; the batch is halved to find it."""
-    dest = destination(fake)
+    dest = session_destination(fake)
     batch = [raw(i, f"l{i}", {"LastName": "A", "Company": "B", "Lead_Score__c": 5}) for i in range(1, 8)]
     batch[4].values["Lead_Score__c"] = "high"
     outcomes = {o.delivery_id: o for o in dest.send(batch)}
@@ -198,7 +185,7 @@ def test_one_unparseable_value_does_not_sink_the_batch(fake: FakeSalesforce) -> 
 
 def test_a_batch_where_every_value_is_unparseable_costs_a_bounded_number_of_calls(fake: FakeSalesforce) -> None:
     batch = [raw(i, f"l{i}", {"LastName": "A", "Company": "B", "Lead_Score__c": "high"}) for i in range(200)]
-    outcomes = destination(fake).send(batch)
+    outcomes = session_destination(fake).send(batch)
     assert all(o.error is not None and o.error.code == "JSON_PARSER_ERROR" for o in outcomes)
     assert len(outcomes) == 200 and len(fake.rest_calls()) <= 17
 
@@ -207,7 +194,7 @@ def test_a_batch_where_every_value_is_unparseable_costs_a_bounded_number_of_call
 def test_duplicate_rule_alert(fake: FakeSalesforce, mode: str) -> None:
     fake.duplicate_rule = "alert"
     twin = fake.add_record("Lead", LastName="M", Company="C", Email="thabo.m@example.com")
-    outcome, = destination(fake, on_duplicate=mode).send([record(1, "lead_1")])
+    outcome, = session_destination(fake, on_duplicate=mode).send([record(1, "lead_1")])
     if mode == "allow_save":
         assert outcome.ok and fake.rest_calls()[0]["headers"]["Sforce-Duplicate-Rule-Header"] == "allowSave=true"
     else:
@@ -218,7 +205,7 @@ def test_duplicate_rule_alert(fake: FakeSalesforce, mode: str) -> None:
 def test_duplicate_rule_that_blocks_is_dead_lettered_even_with_allow_save(fake: FakeSalesforce) -> None:
     fake.duplicate_rule = "block"
     twin = fake.add_record("Lead", LastName="M", Company="C", Email="thabo.m@example.com")
-    outcomes = destination(fake, on_duplicate="allow_save").send([record(1, "lead_1"), record(2, "lead_2",
+    outcomes = session_destination(fake, on_duplicate="allow_save").send([record(1, "lead_1"), record(2, "lead_2",
                                                                                               email="x@y.example")])
     assert outcomes[0].error.code == "DUPLICATES_DETECTED" and twin in outcomes[0].error.message
     assert "blocks" in outcomes[0].error.message
@@ -226,7 +213,7 @@ def test_duplicate_rule_that_blocks_is_dead_lettered_even_with_allow_save(fake: 
 
 
 def test_converted_lead_is_skipped_and_recorded(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     dest.send([record(1, "lead_1")])
     fake.convert("lead_1")
     outcome, = dest.send([record(2, "lead_1", known=True, score=12)])
@@ -235,7 +222,7 @@ def test_converted_lead_is_skipped_and_recorded(fake: FakeSalesforce) -> None:
 
 
 def test_converted_lead_can_update_its_contact_instead(fake: FakeSalesforce) -> None:
-    dest = destination(fake, on_converted="update_contact")
+    dest = session_destination(fake, on_converted="update_contact")
     dest.send([record(1, "lead_1"), record(2, "lead_2")])
     contact_id = fake.convert("lead_1")
     outcomes = dest.send([record(3, "lead_1", known=True, score=12), record(4, "lead_2", known=True, score=13)])
@@ -250,7 +237,7 @@ def test_converted_lead_can_update_its_contact_instead(fake: FakeSalesforce) -> 
 def test_several_records_with_one_external_id_are_named(fake: FakeSalesforce) -> None:
     first = fake.add_record("Lead", LastName="A", Company="B", **{EXT: "twin"})
     second = fake.add_record("Lead", LastName="A", Company="B", **{EXT: "twin"})
-    dest = destination(fake)
+    dest = session_destination(fake)
     single, = dest.send([record(1, "twin")])
     assert isinstance(single.error, Permanent) and single.error.code == "DUPLICATE_EXTERNAL_ID"
     assert first in single.error.message and second in single.error.message
@@ -263,7 +250,7 @@ def test_several_records_with_one_external_id_are_named(fake: FakeSalesforce) ->
 def test_daily_request_limit_pauses_the_destination(fake: FakeSalesforce) -> None:
     fake.api_limit = 0
     with pytest.raises(RateLimited) as caught:
-        destination(fake).send([record(1, "a"), record(2, "b")])
+        session_destination(fake).send([record(1, "a"), record(2, "b")])
     assert caught.value.pause_destination and caught.value.code == "REQUEST_LIMIT_EXCEEDED"
 
 
@@ -271,7 +258,7 @@ def test_daily_request_limit_pauses_the_destination(fake: FakeSalesforce) -> Non
 def test_server_errors_are_retryable(fake: FakeSalesforce, status: int, code: str) -> None:
     fake.fail_next(status, code)
     with pytest.raises(Retryable) as caught:
-        destination(fake).send([record(1, "a"), record(2, "b")])
+        session_destination(fake).send([record(1, "a"), record(2, "b")])
     assert not isinstance(caught.value, RateLimited)
     assert fake.leads() == {}
 
@@ -279,30 +266,30 @@ def test_server_errors_are_retryable(fake: FakeSalesforce, status: int, code: st
 def test_a_slow_salesforce_times_out_and_is_retried_later(fake: FakeSalesforce) -> None:
     fake.delay = 0.6
     with pytest.raises(Retryable) as caught:
-        destination(fake, timeout=0.2).send([record(1, "a")])
+        session_destination(fake, timeout=0.2).send([record(1, "a")])
     assert caught.value.code == "network"
 
 
 def test_a_mapped_field_that_does_not_exist_is_a_config_problem(fake: FakeSalesforce) -> None:
     with pytest.raises(ConfigProblem) as caught:
-        destination(fake).send([raw(1, "a", {"LastName": "A", "Company": "B", "Score__c": 1}),
+        session_destination(fake).send([raw(1, "a", {"LastName": "A", "Company": "B", "Score__c": 1}),
                                 raw(2, "b", {"LastName": "A", "Company": "B"})])
     assert caught.value.code == "INVALID_FIELD" and "Score__c" in caught.value.message
     with pytest.raises(ConfigProblem):
-        destination(fake).send([raw(1, "a", {"LastName": "A", "Company": "B", "Score__c": 1})])
+        session_destination(fake).send([raw(1, "a", {"LastName": "A", "Company": "B", "Score__c": 1})])
 
 
 def test_wrong_external_id_field_is_a_config_problem(fake: FakeSalesforce) -> None:
     with pytest.raises(ConfigProblem) as caught:
-        destination(fake, external_id_field="LeadId__c").send([record(1, "a"), record(2, "b")])
+        session_destination(fake, external_id_field="LeadId__c").send([record(1, "a"), record(2, "b")])
     assert caught.value.code in ("NOT_FOUND", "INVALID_FIELD") and "LeadId__c" in caught.value.message
     with pytest.raises(ConfigProblem) as caught:
-        destination(fake, external_id_field="LeadId__c").send([record(1, "a")])
+        session_destination(fake, external_id_field="LeadId__c").send([record(1, "a")])
     assert caught.value.code == "NOT_FOUND" and "External ID field LeadId__c" in caught.value.message
 
 
 def test_an_expired_ready_session_is_a_config_problem_without_looping(fake: FakeSalesforce) -> None:
-    dest = destination(fake)
+    dest = session_destination(fake)
     fake.expire_sessions()
     with pytest.raises(ConfigProblem) as caught:
         dest.send([record(1, "a")])
@@ -311,5 +298,5 @@ def test_an_expired_ready_session_is_a_config_problem_without_looping(fake: Fake
 
 
 def test_assignment_rules_can_be_switched_off(fake: FakeSalesforce) -> None:
-    destination(fake, assignment_rules=False).send([record(1, "a"), record(2, "b")])
+    session_destination(fake, assignment_rules=False).send([record(1, "a"), record(2, "b")])
     assert fake.rest_calls()[0]["headers"]["Sforce-Auto-Assign"] == "FALSE"

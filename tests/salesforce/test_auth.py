@@ -21,16 +21,9 @@ from connector.destinations import OutboundRecord
 from connector.destinations._salesforce_auth import http_session
 from connector.destinations.salesforce import SalesforceDestination, Settings
 from connector.errors import ConfigError, ConfigProblem, Retryable
-from tests.fakes.salesforce import FakeSalesforce, ToFake, running, trust
+from tests.fakes.salesforce import FakeSalesforce, ToFake
 
 EXT = "Leaditio_Lead_ID__c"
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    with running() as org:
-        trust(monkeypatch, org, tmp_path)
-        yield org
 
 
 def connect(fake: FakeSalesforce, **values: Any) -> SalesforceDestination:

@@ -9,29 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.destinations.salesforce import SalesforceDestination, Settings
 from connector.mapping import load_mapping
+from tests.conftest import ROOT
 from tests.fakes.salesforce import (
     FakeSalesforce,
     leaditio_custom_fields,
-    running,
     standard_lead_fields,
-    trust,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    with running() as org:
-        trust(monkeypatch, org, tmp_path)
-        yield org
-
-
-def destination(fake: FakeSalesforce, **settings: Any) -> SalesforceDestination:
-    values = {"auth": "session", "session_id": fake.new_session(), "instance_url": fake.url, **settings}
-    return SalesforceDestination("crm", Settings.model_validate(values))
+from tests.salesforce.conftest import session_destination
 
 
 def write_mapping(tmp_path: Path, text: str) -> Any:
@@ -41,13 +26,13 @@ def write_mapping(tmp_path: Path, text: str) -> Any:
 
 
 def test_the_default_mapping_fits_a_standard_org_with_the_documented_fields(fake: FakeSalesforce) -> None:
-    assert destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml")) == []
+    assert session_destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml")) == []
     assert len(fake.rest_calls("describe")) == 1
 
 
 def test_a_standard_org_without_the_custom_fields_gets_each_one_named(fake: FakeSalesforce) -> None:
     fake.objects["Lead"] = standard_lead_fields()
-    problems = destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml"))
+    problems = session_destination(fake).check_against_crm(load_mapping(ROOT / "mappings" / "salesforce.yaml"))
     names = {f["name"] for f in leaditio_custom_fields()}
     for name in names - {"Leaditio_Lead_ID__c"}:
         assert any(f": {name}: no such field on Lead" in p for p in problems), name
@@ -72,7 +57,7 @@ fields:
   IsConverted: {value: false}
   OwnerId: {value: 005000000000001, update: always}
 """)
-    problems = destination(fake).check_against_crm(mapping)
+    problems = session_destination(fake).check_against_crm(mapping)
     text = "\n".join(problems)
     assert all(p.startswith(str(tmp_path / "sf.yaml") + ": ") for p in problems)
     assert "LastNme: no such field on Lead, did you mean 'LastName'?" in text
@@ -99,7 +84,7 @@ fields:
   LastName: {from: last_name}
   Company: {template: "{first_name}", default: Private}
 """)
-    problems = destination(fake).check_against_crm(mapping)
+    problems = session_destination(fake).check_against_crm(mapping)
     assert problems == [f"{tmp_path / 'sf.yaml'}: LastName: Lead requires LastName but some leads may have no "
                         "value for it; add a `default:`"]
 
@@ -111,17 +96,17 @@ fields:
   LastName: {from: last_name, default: X}
   Company: {value: X}
 """)
-    problems = destination(fake, external_id_field="City").check_against_crm(mapping)
+    problems = session_destination(fake, external_id_field="City").check_against_crm(mapping)
     assert problems == [f"{tmp_path / 'sf.yaml'}: external_id_field City on Lead is not marked External ID: "
                         "tick 'External ID' (and 'Unique') on the field"]
 
 
 def test_an_unknown_object_or_a_failed_login_is_reported_not_raised(fake: FakeSalesforce) -> None:
     mapping = load_mapping(ROOT / "mappings" / "salesforce.yaml")
-    problems = destination(fake, object="Leed").check_against_crm(mapping)
+    problems = session_destination(fake, object="Leed").check_against_crm(mapping)
     assert len(problems) == 1 and "cannot read Leed from Salesforce" in problems[0] and "NOT_FOUND" in problems[0]
     fake.expire_sessions()
-    problems = destination(fake, session_id="00Dstale").check_against_crm(mapping)
+    problems = session_destination(fake, session_id="00Dstale").check_against_crm(mapping)
     assert len(problems) == 1 and "INVALID_SESSION_ID" in problems[0]
 
 
@@ -148,7 +133,7 @@ destinations:
 def test_setup_creates_the_missing_fields_grants_access_and_is_safe_to_repeat(fake: FakeSalesforce) -> None:
     fake.objects["Lead"] = standard_lead_fields()
     mapping = load_mapping(ROOT / "mappings" / "salesforce.yaml")
-    dest = destination(fake)
+    dest = session_destination(fake)
 
     done = dest.setup(mapping)
 
@@ -178,7 +163,7 @@ fields:
   Phone_Valid__c: {value: true}
   Mobile: {from: phone}
 """)
-    done = destination(fake).setup(mapping)
+    done = session_destination(fake).setup(mapping)
     types = {f["name"]: f["type"] for f in fake.objects["Lead"]}
     assert (types["Delivered_At__c"], types["Delivered_On__c"]) == ("datetime", "date")
     assert (types["Notes__c"], types["Phone_Valid__c"]) == ("textarea", "boolean")

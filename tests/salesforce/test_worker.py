@@ -13,14 +13,7 @@ from connector.intake import accept
 from connector.store import Store
 from connector.worker import Worker
 from tests.conftest import ENV, leaditio_payload, write_config
-from tests.fakes.salesforce import FakeSalesforce, running, trust
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    with running() as org:
-        trust(monkeypatch, org, tmp_path)
-        yield org
+from tests.fakes.salesforce import FakeSalesforce
 
 
 @pytest.fixture
