@@ -24,15 +24,13 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import requests
 from flask import Flask, Response, request
 
 from tests.fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
-from tests.fakes.server import serve
+from tests.fakes.server import ServedFake
 
 EVENTS = (
     "user.created", "user.updated", "user.verified", "opportunity.created", "opportunity.updated",
@@ -42,7 +40,7 @@ EVENTS = (
 )
 
 
-class FakeLeadNod:
+class FakeLeadNod(ServedFake):
     def __init__(self, client_id: str = "cli_test", client_secret: str = "cs_test", *, expires_in: int = 3600,
                  rate_limit: int = 1000, window: float = 60.0, token_delay: float = 0.0):
         self.client_id, self.client_secret = client_id, client_secret
@@ -59,7 +57,6 @@ class FakeLeadNod:
         self._throttle: list[str] = []
         self._window = FixedWindow()
         self._lock = threading.Lock()
-        self.url = ""
         self.app = self._build()
 
     # --- scripting ------------------------------------------------------------------------
@@ -177,10 +174,3 @@ class FakeLeadNod:
             return answer(200, {"id": "usr_abc123", "type": "client", "name": "John Smith", "company": "Acme Corp"})
 
         return app
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        """Serve on an ephemeral port; yields the base URL (also kept in `self.url`)."""
-        with serve(self.app) as url:
-            self.url = url
-            yield url

@@ -25,8 +25,6 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +32,7 @@ import requests
 from flask import Flask, Response, request
 
 from tests.fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
-from tests.fakes.server import serve
+from tests.fakes.server import ServedFake
 
 NAMES = ("Raj Sharma", "Naledi Dlamini", "Pieter van der Merwe", "Aisha Patel", "Sipho", "Botha, Anri")
 INDUSTRIES = ("SaaS", "Logistics", "Mining", "Retail", "Fintech")
@@ -84,7 +82,7 @@ def _offset(cursor: str) -> int | None:
     return int(text[4:]) if text.startswith("off:") and text[4:].isdigit() else None
 
 
-class FakeLeadOS:
+class FakeLeadOS(ServedFake):
     def __init__(self, leads: int = 0, *, paging: str = "cursor", api_key: str = "ldo_test_sk",
                  rate_limit: int = 1000, window: float = 60.0, honour_filters: bool = True):
         self.honour_filters = honour_filters  # False: a server that ignores filter parameters
@@ -99,7 +97,6 @@ class FakeLeadOS:
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._window = FixedWindow()
         self._lock = threading.Lock()
-        self.url = ""
         self.app = self._build()
 
     # --- scripting ------------------------------------------------------------------------
@@ -200,10 +197,3 @@ class FakeLeadOS:
             return answer(201, {k: v for k, v in hook.items() if k != "secret"}, {})
 
         return app
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        """Serve on an ephemeral port; yields the base URL (also kept in `self.url`)."""
-        with serve(self.app) as url:
-            self.url = url
-            yield url

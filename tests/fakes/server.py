@@ -6,6 +6,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -21,3 +22,17 @@ def serve(app, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:  # n
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+class ServedFake:
+    """A fake API built as a WSGI `app`, served on demand."""
+
+    app: Any
+    url: str = ""
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        """Serve on an ephemeral port; yields the base URL (also kept in `self.url`)."""
+        with serve(self.app) as url:
+            self.url = url
+            yield url
