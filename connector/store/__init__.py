@@ -21,8 +21,6 @@ from sqlalchemy.engine import Connection
 from connector.lead import InboundEvent
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import EventLog, Recorded, lead_key
-
-__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key"]
 from connector.store.schema import (
     DEAD,
     DELIVERED,
@@ -35,6 +33,7 @@ from connector.store.schema import (
     lead_state,
 )
 
+__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -127,7 +126,8 @@ class Store:
                 return self._events.record(conn.connection.cursor(), event, destinations, body, signature_index)
         except self._database_errors as exc:
             cause = getattr(exc, "orig", None) or exc  # the driver's own words, never the statement's values
-            raise StoreUnavailable(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from exc
+            first_line = (str(cause).splitlines() or [""])[0]
+            raise StoreUnavailable(f"{type(cause).__name__}: {first_line}") from exc
 
     def record_events(self, batch: Iterable[tuple[InboundEvent, Sequence[str], bytes]],
                       checkpoint: tuple[str, str, dict[str, Any], dict[str, Any], bool] | None = None,

@@ -1,7 +1,7 @@
 """The Salesforce destination against a local HTTPS Salesforce, through the real simple-salesforce.
 
 These tests use a ready session (auth: session); logins and session renewal are in
-test_salesforce_auth.py.
+test_auth.py.
 """
 
 from __future__ import annotations
