@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import requests
 import sqlalchemy as sa
@@ -172,3 +173,15 @@ def test_logs_never_contain_phone_or_email(receiver, caplog):
     assert "webhook leaditio lead.new" in text
     assert "thabo.m@gmail.com" not in text and "0823456789" not in text and "+27823456789" not in text
     assert "whsec_" not in text
+
+
+def test_json_log_lines_are_what_json_dumps_writes():
+    from connector.logs import JsonFormatter
+
+    record = logging.LogRecord("connector.web", logging.WARNING, __file__, 1, 'a "quoted" %s\\n\tline', ("ünï",), None)
+    record.exc_text = "Traceback:\n  boom"
+    line = JsonFormatter().format(record)
+    assert json.loads(line) == {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                                "level": "warning", "logger": "connector.web",
+                                "message": 'a "quoted" ünï\\n\tline', "exception": "Traceback:\n  boom"}
+    assert line == json.dumps(json.loads(line), ensure_ascii=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,3 +85,24 @@ def test_a_failed_sqlite_transaction_fails_its_webhooks_and_the_next_ones_go_thr
         results = list(pool.map(lambda n: record(store, n), range(2, 50)))
     assert all(not duplicate for _, duplicate, _ in results)
     assert store.status()["events"] == 48
+
+
+def test_a_webhook_returns_only_once_its_commit_is_fsynced(tmp_path, monkeypatch):
+    """The webhook connection commits with synchronous=NORMAL and syncs the WAL itself, outside the lock."""
+    database = tmp_path / "connector.db"
+    store = Store(f"sqlite:///{database}")
+    store.upgrade()
+    synced: list[tuple[str, int]] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        with sqlite3.connect(database) as reader:  # what a fresh connection sees as committed at this moment
+            synced.append((os.readlink(f"/proc/self/fd/{fd}"), reader.execute("SELECT count(*) FROM events").fetchone()[0]))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    record(store, 1)
+    assert synced == [(f"{database}-wal", 1)]
+    record(store, 2)
+    assert synced[-1] == (f"{database}-wal", 2)
+    store.dispose()

@@ -8,6 +8,7 @@ can run, and a killed worker's batch is taken up again once its lease runs out.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,8 +65,9 @@ class Store:
         self.engine = make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         database = self.engine.url.database
-        self._writer = WriterLock(f"{database}.lock" if not self.is_postgres and database
-                                  and database != ":memory:" else None)
+        sqlite_file = (os.path.abspath(database) if not self.is_postgres and database and database != ":memory:"
+                       else None)
+        self._writer = WriterLock(f"{sqlite_file}.lock" if sqlite_file else None)
         if self.is_postgres:
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -73,7 +75,9 @@ class Store:
         self._insert = insert
         self._events = EventLog(self.engine.dialect.paramstyle)
         self._database_errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
-        self._group = None if self.is_postgres else GroupCommit(self.engine, self._writer, self._events.record)
+        self._group = None if self.is_postgres else GroupCommit(
+            self.engine, self._writer, self._events.record,
+            wal_path=f"{sqlite_file}-wal" if sqlite_file else None)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -110,6 +114,8 @@ class Store:
             return False
 
     def dispose(self) -> None:
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
     # --- in: events -------------------------------------------------------------------
