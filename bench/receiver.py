@@ -15,7 +15,6 @@ gunicorn hands keep-alive connections to processes unevenly, so single rounds va
 from __future__ import annotations
 
 import argparse
-import collections
 import hashlib
 import hmac
 import json
@@ -26,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -169,10 +167,11 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}", app],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    # stdout is a pipe read by another process, as on Heroku; the last lines are kept for diagnosis.
-    tail: collections.deque[bytes] = collections.deque(maxlen=50)
-    reader = threading.Thread(target=tail.extend, args=(server.stdout,), daemon=True)
-    reader.start()
+    # stdout is a pipe read by another process, as Heroku's log router reads it (not by this
+    # process, whose one thread must only generate load); its last lines are kept for diagnosis.
+    with LOG.open("wb") as log:
+        reader = subprocess.Popen(["tail", "-n", "50"], stdin=server.stdout, stdout=log)
+    server.stdout.close()
     try:
         wait_up(port)
         load(port, requests[:WARM_UP], concurrency)  # distinct ids from the measured run
@@ -182,8 +181,7 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
             proc.terminate()
         for proc in [server, *extra]:
             proc.wait(timeout=30)
-        reader.join(timeout=5)
-        LOG.write_bytes(b"".join(tail))
+        reader.wait(timeout=30)
     result["name"] = name
     return result
 
