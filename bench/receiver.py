@@ -5,7 +5,7 @@
 Both apps run under the Procfile's gunicorn settings (connector/gunicorn_conf.py) unless --gunicorn says
 otherwise. Each round makes three runs back to back, each with a fresh SQLite database:
   1. bare    - a Flask endpoint that only answers 200 (the ceiling for this machine and these settings)
-  2. connector - the real receiver: verify, store durably (SQLite, synchronous=FULL), answer
+  2. connector - the real receiver: verify, store durably (SQLite, the WAL fsynced before the answer), answer
   3. connector + slow CRM - the same while a worker delivers to a CRM that takes 1 s per call:
      the answer time must not change, because delivery is asynchronous.
 Prints accepted/s and p50/p99 time to answer for each (median over rounds), and the ratios per round:
