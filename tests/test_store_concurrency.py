@@ -8,9 +8,11 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import sqlalchemy as sa
 
 from connector.lead import InboundEvent
 from connector.store import Store, StoreUnavailable
+from connector.store.engine import GroupCommit, WriterLock
 from connector.store.eventlog import EventLog
 
 
@@ -106,3 +108,21 @@ def test_a_webhook_returns_only_once_its_commit_is_fsynced(tmp_path, monkeypatch
     record(store, 2)
     assert synced[-1] == (f"{database}-wal", 2)
     store.dispose()
+
+
+def test_without_wal_mode_the_writer_leaves_syncing_to_sqlite(tmp_path, monkeypatch):
+    """A file system without WAL support leaves SQLite in rollback-journal mode: no WAL file to sync."""
+    database = tmp_path / "plain.db"
+    with sqlite3.connect(database) as setup:
+        setup.execute("CREATE TABLE t (n INTEGER)")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    group = GroupCommit(engine, WriterLock(None), lambda cursor, n: cursor.execute("INSERT INTO t VALUES (?)", (n,)),
+                        wal_path=f"{database}-wal")
+    group.submit(1)
+    group.close()
+    assert synced == [] and not os.path.exists(f"{database}-wal")
+    with sqlite3.connect(database) as check:
+        assert check.execute("SELECT n FROM t").fetchall() == [(1,)]
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -127,6 +127,7 @@ class GroupCommit:
         self._writing = False
         # Only the thread whose turn it is touches these.
         self._connection: Any = None
+        self._in_wal = False
         self._wal_fd: int | None = None
 
     def submit(self, *item: Any) -> Any:
@@ -180,16 +181,19 @@ class GroupCommit:
     def _writing_connection(self) -> Any:
         if self._connection is None:
             connection = self.engine.raw_connection()
-            if self.wal_path is not None:
-                cursor = connection.cursor()
+            cursor = connection.cursor()
+            # Only in WAL mode is a commit durable once the WAL file is (a file system without WAL
+            # support leaves SQLite in rollback-journal mode, where FULL does the syncing).
+            self._in_wal = self.wal_path is not None and cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            if self._in_wal:
                 cursor.execute("PRAGMA synchronous=NORMAL")  # _sync_wal makes each commit durable
-                cursor.close()
+            cursor.close()
             self._connection = connection
         return self._connection
 
     def _sync_wal(self) -> None:
         """Everything written to the WAL so far, this batch's commit included, reaches the disk."""
-        if self.wal_path is None:
+        if not self._in_wal or self.wal_path is None:
             return
         if self._wal_fd is None:
             self._wal_fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
