@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WINDOW_SAFETY = 1.05  # we count a request when it leaves, HubSpot when it arrives: keep a margin
+# We count a request when it leaves, HubSpot when it arrives: our window is longer by a margin that
+# covers how much later one request may arrive than another (5%, and never under 0.1 s).
+WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.05, 0.1
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
 DEFAULT_MAPPING = Path("mappings") / "hubspot.yaml"
 
@@ -202,9 +204,9 @@ class HubSpotDestination(Destination):
         self.settings: Settings = settings
         self._token = settings.access_token.get_secret_value().strip()
         digest = hashlib.sha256(self._token.encode()).hexdigest()
+        window = settings.rate_window + max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
         self.budget: RateBudget = shared_budget("hubspot", self._token or f"unset:{name}",
-                                                requests_per_minute=settings.requests_per_10s,
-                                                window=settings.rate_window * WINDOW_SAFETY)
+                                                requests_per_minute=settings.requests_per_10s, window=window)
         self.quota = shared_quota(digest, settings.daily_limit, ZoneInfo(settings.account_timezone))
         self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
         self._apis: _Apis | None = None
