@@ -111,8 +111,7 @@ class GroupCommit:
     Every caller returns only once its transaction is on disk: a 2xx is only ever sent for an event
     that survives a power cut. The writing connection commits with `synchronous=NORMAL` and the
     writer then fsyncs the WAL file itself, after letting the lock go. That is what
-    `synchronous=FULL` does, minus the wait: the next process writes while this one's fsync runs,
-    and the file system folds fsyncs that overlap into one journal commit.
+    `synchronous=FULL` does, minus the wait: the next process writes while this one's fsync runs.
     """
 
     MAX_BATCH = 64
