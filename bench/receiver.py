@@ -8,8 +8,9 @@ otherwise. Each round makes three runs back to back, each with a fresh SQLite da
   2. connector - the real receiver: verify, store durably (SQLite, the WAL fsynced before the answer), answer
   3. connector + slow CRM - the same while a worker delivers to a CRM that takes 1 s per call:
      the answer time must not change, because delivery is asynchronous.
-Prints accepted/s and p50/p99 time to answer for each (median over rounds), and the ratios per round:
-gunicorn hands keep-alive connections to processes unevenly, so single rounds vary.
+Prints accepted/s, p50/p99 time to answer and the gunicorn workers' CPU per request for each (median over
+rounds), and the ratios per round: gunicorn hands keep-alive connections to processes unevenly, so single
+rounds vary; CPU per request does not depend on that spread.
 """
 
 from __future__ import annotations
@@ -134,6 +135,24 @@ def load(port: int, requests: list[bytes], concurrency: int) -> dict[str, float]
             "p99": times[int(len(times) * 0.99) - 1] * 1000, "failed": failures}
 
 
+def worker_cpu(server_pid: int) -> float | None:
+    """CPU seconds used so far by the gunicorn worker processes of `server_pid` (None off Linux).
+
+    Unlike accepted/s, this does not depend on how gunicorn spread the connections over processes."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    total = 0.0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[1]) == server_pid:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
 def write_config(folder: Path, crm_url: str | None) -> Path:
     destination = ({"type": "http", "url": crm_url, "mapping": str(ROOT / "mappings" / "file.yaml"), "timeout": 5}
                    if crm_url else {"type": "file", "path": "leads.jsonl", "mapping": str(ROOT / "mappings/file.yaml")})
@@ -175,7 +194,11 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
     try:
         wait_up(port)
         load(port, requests[:WARM_UP], concurrency)  # distinct ids from the measured run
+        cpu_before = worker_cpu(server.pid)
         result = load(port, requests[WARM_UP:], concurrency)
+        cpu_after = worker_cpu(server.pid)
+        if cpu_before is not None and cpu_after is not None:
+            result["cpu_ms"] = (cpu_after - cpu_before) * 1000 / (len(requests) - WARM_UP)
     finally:
         for proc in [server, *extra]:
             proc.terminate()
@@ -222,15 +245,20 @@ def main() -> None:
         crm.terminate()
     print(f"\n{args.requests} signed webhooks, concurrency {args.concurrency}, gunicorn {' '.join(GUNICORN)}, "
           f"{os.cpu_count()} cores, median of {args.rounds} rounds\n")
-    print(f"{'run':34} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8}")
+    print(f"{'run':34} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} {'CPU ms/req':>11}")
     for index, name in enumerate(r["name"] for r in rounds[0]):
         runs = [each[index] for each in rounds]
+        cpu = f"{median(runs, 'cpu_ms'):11.3f}" if all("cpu_ms" in r for r in runs) else f"{'-':>11}"
         print(f"{name:34} {median(runs, 'rate'):11.0f} {median(runs, 'p50'):8.2f} {median(runs, 'p99'):8.2f} "
-              f"{sum(r['failed'] for r in runs):8d}")
+              f"{sum(r['failed'] for r in runs):8d} {cpu}")
     ratios = [ours["rate"] / bare["rate"] for bare, ours, _ in rounds]
     slowdowns = [slow["p99"] / ours["p99"] for _, ours, slow in rounds]
     print(f"\nthroughput vs bare endpoint: {statistics.median(ratios):.2f} (aim >= 0.5; "
           f"per round {', '.join(f'{r:.2f}' for r in ratios)})")
+    if all("cpu_ms" in bare and "cpu_ms" in ours for bare, ours, _ in rounds):
+        cpu_ratios = [bare["cpu_ms"] / ours["cpu_ms"] for bare, ours, _ in rounds]
+        print(f"CPU per request, bare / connector: {statistics.median(cpu_ratios):.2f} (the throughput ratio the "
+              f"cores allow, whatever the connection spread; per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
     p99s = [ours["p99"] for _, ours, _ in rounds]
     print(f"p99 on SQLite: {statistics.median(p99s):.1f} ms (aim < 25 ms; "
           f"per round {', '.join(f'{p:.1f}' for p in p99s)})")
