@@ -126,7 +126,7 @@ class GroupCommit:
         self._writing = False
         # Only the thread whose turn it is touches these.
         self._connection: Any = None
-        self._in_wal = False
+        self._wal_to_sync: str | None = None  # wal_path once the connection is known to be in WAL mode
         self._wal_fd: int | None = None
 
     def submit(self, *item: Any) -> Any:
@@ -151,7 +151,7 @@ class GroupCommit:
                 batch = self._take_batch()
                 self._commit(connection, batch)
             self._sync_wal()
-        except Exception as exc:  # the database is unusable: every waiter answers 503
+        except Exception as exc:  # every waiter answers 503; the sender retries and a committed event is a duplicate
             self.close()  # the next turn starts on a fresh connection
             batch = batch or self._take_batch()
             for waiting in batch:
@@ -183,8 +183,9 @@ class GroupCommit:
             cursor = connection.cursor()
             # Only in WAL mode is a commit durable once the WAL file is (a file system without WAL
             # support leaves SQLite in rollback-journal mode, where FULL does the syncing).
-            self._in_wal = self.wal_path is not None and cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            if self._in_wal:
+            in_wal = self.wal_path is not None and cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            self._wal_to_sync = self.wal_path if in_wal else None
+            if in_wal:
                 cursor.execute("PRAGMA synchronous=NORMAL")  # _sync_wal makes each commit durable
             cursor.close()
             self._connection = connection
@@ -192,12 +193,12 @@ class GroupCommit:
 
     def _sync_wal(self) -> None:
         """Everything written to the WAL so far, this batch's commit included, reaches the disk."""
-        if not self._in_wal or self.wal_path is None:
+        if self._wal_to_sync is None:
             return
         if self._wal_fd is None:
-            self._wal_fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            self._wal_fd = os.open(self._wal_to_sync, os.O_RDONLY | os.O_CLOEXEC)
             # The file may be new: its directory entry must be durable too, as SQLite ensures.
-            folder = os.open(os.path.dirname(self.wal_path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+            folder = os.open(os.path.dirname(self._wal_to_sync) or ".", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(folder)
             finally:
