@@ -334,7 +334,7 @@ def test_our_own_daily_limit_stops_before_hubspot_does(server: str, token: str, 
 def test_one_budget_per_token_is_shared_by_every_worker_thread(token: str, mapping: Mapping) -> None:
     # Time is scaled down 20x (0.5 s windows for HubSpot's 10 s). The fake's window is shorter still, so a
     # request that reaches it late (the fake shares this process and its GIL) is not taken for a burst.
-    # Four unshared budgets would send 20 requests in the first window and collect 15 429s.
+    # Four unshared budgets would send 20 requests in the first window and collect a dozen 429s.
     fake = FakeHubSpot(tokens=(token,), max_per_interval=5, interval_ms=350)
     with hubspot_server(fake) as (_, url, _ca):
         errors: list[BaseException] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import sqlite3
@@ -99,6 +100,8 @@ def test_a_webhook_returns_only_once_its_commit_is_fsynced(tmp_path, monkeypatch
 
     def fdatasync(fd: int) -> None:
         real_fdatasync(fd)
+        with open(f"{database}.lock", "a+b") as lock:  # the writer lock is free again: other writers go on
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with sqlite3.connect(database) as reader:  # what a fresh connection sees as committed at this moment
             synced.append((os.readlink(f"/proc/self/fd/{fd}"), reader.execute("SELECT count(*) FROM events").fetchone()[0]))
 
