@@ -9,8 +9,12 @@ otherwise. Each round makes three runs back to back, each with a fresh SQLite da
   3. connector + slow CRM - the same while a worker delivers to a CRM that takes 1 s per call:
      the answer time must not change, because delivery is asynchronous.
 Prints accepted/s, p50/p99 time to answer and the gunicorn workers' CPU per request for each (median over
-rounds), and the ratios per round: gunicorn hands keep-alive connections to processes unevenly, so single
-rounds vary; CPU per request does not depend on that spread.
+rounds), and the ratios per round.
+
+The keep-alive connections are opened a few milliseconds apart, as independent senders open theirs. Each
+one stays with the gunicorn process that accepted it, and a burst of connects lands most of them on
+whichever process is awake (16 of 16, or 11 of 16, seen here). That process then runs them all on one
+core, which changes accepted/s and CPU per request alike. Each run prints how its connections spread.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
+CONNECT_GAP = 0.005  # seconds between opening two connections: long enough for every process to be idle
 LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
 
 
@@ -75,11 +81,11 @@ def raw_requests(work: list[tuple[bytes, str]]) -> list[bytes]:
             for body, signature in work]
 
 
-def load(port: int, requests: list[bytes], concurrency: int) -> dict[str, float]:
+def load(port: int, requests: list[bytes], concurrency: int, server_pid: int | None = None) -> dict[str, Any]:
     """Send every request once over `concurrency` keep-alive connections from one thread; time each answer.
 
     One event loop on raw sockets: a thread per connection would spend more CPU than the server
-    we measure, on the same 2 cores.
+    we measure, on the same 2 cores. With `server_pid`, the result says how the connections spread.
     """
     selector = selectors.DefaultSelector()
     pending = iter(requests)
@@ -103,10 +109,15 @@ def load(port: int, requests: list[bytes], concurrency: int) -> dict[str, float]
         selector.register(sock, selectors.EVENT_READ, state)
         return sock, state
 
-    open_connections = 0
+    connections = []
     for _ in range(concurrency):
-        open_connections += send_next(*connect())
+        connections.append(connect())
+        time.sleep(CONNECT_GAP)
+    spread = connection_spread(server_pid, port, concurrency) if server_pid else []
+    open_connections = 0
     started = time.perf_counter()
+    for sock, state in connections:
+        open_connections += send_next(sock, state)
     while open_connections:
         for key, _ in selector.select():
             sock, state = key.fileobj, key.data
@@ -132,25 +143,53 @@ def load(port: int, requests: list[bytes], concurrency: int) -> dict[str, float]
     elapsed = time.perf_counter() - started
     times.sort()
     return {"rate": len(times) / elapsed, "p50": statistics.median(times) * 1000,
-            "p99": times[int(len(times) * 0.99) - 1] * 1000, "failed": failures}
+            "p99": times[int(len(times) * 0.99) - 1] * 1000, "failed": failures, "spread": spread}
 
 
-def worker_cpu(server_pid: int) -> float | None:
-    """CPU seconds used so far by the gunicorn worker processes of `server_pid` (None off Linux).
-
-    Unlike accepted/s, this does not depend on how gunicorn spread the connections over processes."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    total = 0.0
-    for stat in proc.glob("[0-9]*/stat"):
+def worker_stats(server_pid: int) -> dict[int, list[str]]:
+    """/proc/PID/stat fields (after the name) of each gunicorn worker process of `server_pid`; empty off Linux."""
+    workers = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # the process ended while we looked
         if int(fields[1]) == server_pid:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return total
+            workers[int(stat.parent.name)] = fields
+    return workers
+
+
+def worker_cpu(server_pid: int) -> float | None:
+    """CPU seconds used so far by the gunicorn worker processes of `server_pid` (None off Linux)."""
+    if not Path("/proc").is_dir():
+        return None
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in worker_stats(server_pid).values())  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def connection_spread(server_pid: int, port: int, expected: int) -> list[int]:
+    """How many of the load's connections each gunicorn worker holds, most first (empty off Linux).
+
+    Waits up to a second for the workers to accept all `expected` connections."""
+    tcp = Path("/proc/net/tcp")
+    if not tcp.exists():
+        return []
+    deadline = time.monotonic() + 1
+    while True:
+        established = {fields[9] for fields in (line.split() for line in tcp.read_text().splitlines()[1:])
+                       if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01"}  # inode
+        counts = []
+        for pid in worker_stats(server_pid):
+            held = 0
+            for fd in Path(f"/proc/{pid}/fd").glob("*"):
+                try:
+                    held += os.readlink(fd)[8:-1] in established  # "socket:[INODE]"
+                except OSError:
+                    continue
+            counts.append(held)
+        if sum(counts) >= expected or time.monotonic() > deadline:
+            return sorted((count for count in counts if count), reverse=True)
+        time.sleep(0.01)
 
 
 def write_config(folder: Path, crm_url: str | None) -> Path:
@@ -195,7 +234,7 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
         wait_up(port)
         load(port, requests[:WARM_UP], concurrency)  # distinct ids from the measured run
         cpu_before = worker_cpu(server.pid)
-        result = load(port, requests[WARM_UP:], concurrency)
+        result = load(port, requests[WARM_UP:], concurrency, server.pid)
         cpu_after = worker_cpu(server.pid)
         if cpu_before is not None and cpu_after is not None:
             result["cpu_ms"] = (cpu_after - cpu_before) * 1000 / (len(requests) - WARM_UP)
@@ -239,8 +278,9 @@ def main() -> None:
         wait_up(crm_port)
         for number in range(args.rounds):
             rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads"))
-            print(f"round {number + 1}: " + ", ".join(f"{r['name']} {r['rate']:.0f}/s p99 {r['p99']:.1f} ms"
-                                                    for r in rounds[-1]), flush=True)
+            print(f"round {number + 1}: " + ", ".join(
+                f"{r['name']} {r['rate']:.0f}/s p99 {r['p99']:.1f} ms connections {r['spread'] or '?'}"
+                for r in rounds[-1]), flush=True)
     finally:
         crm.terminate()
     print(f"\n{args.requests} signed webhooks, concurrency {args.concurrency}, gunicorn {' '.join(GUNICORN)}, "
@@ -258,7 +298,7 @@ def main() -> None:
     if all("cpu_ms" in bare and "cpu_ms" in ours for bare, ours, _ in rounds):
         cpu_ratios = [bare["cpu_ms"] / ours["cpu_ms"] for bare, ours, _ in rounds]
         print(f"CPU per request, bare / connector: {statistics.median(cpu_ratios):.2f} (the throughput ratio the "
-              f"cores allow, whatever the connection spread; per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
+              f"cores allow; per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
     p99s = [ours["p99"] for _, ours, _ in rounds]
     print(f"p99 on SQLite: {statistics.median(p99s):.1f} ms (aim < 25 ms; "
           f"per round {', '.join(f'{p:.1f}' for p in p99s)})")
