@@ -11,10 +11,11 @@ otherwise. Each round makes three runs back to back, each with a fresh SQLite da
 Prints accepted/s, p50/p99 time to answer and the gunicorn workers' CPU per request for each (median over
 rounds), and the ratios per round.
 
-The keep-alive connections are opened a few milliseconds apart, as independent senders open theirs. Each
-one stays with the gunicorn process that accepted it, and a burst of connects lands most of them on
-whichever process is awake (16 of 16, or 11 of 16, seen here). That process then runs them all on one
-core, which changes accepted/s and CPU per request alike. Each run prints how its connections spread.
+Each keep-alive connection stays with the gunicorn process that accepted it, so each run prints how its
+connections spread over the processes. The Procfile's settings give every process its own listening
+socket (SO_REUSEPORT) and the kernel spreads connections over them; with one shared socket (e.g.
+--gunicorn without --reuse-port), a burst of connects lands most of them on whichever process is awake
+(16 of 16, or 11 of 16, seen here), which then serves them on one core.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ SECRET = "bench-secret"
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
-CONNECT_GAP = 0.005  # seconds between opening two connections: long enough for every process to be idle
 LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
 
 
@@ -109,10 +109,7 @@ def load(port: int, requests: list[bytes], concurrency: int, server_pid: int | N
         selector.register(sock, selectors.EVENT_READ, state)
         return sock, state
 
-    connections = []
-    for _ in range(concurrency):
-        connections.append(connect())
-        time.sleep(CONNECT_GAP)
+    connections = [connect() for _ in range(concurrency)]
     spread = connection_spread(server_pid, port, concurrency) if server_pid else []
     open_connections = 0
     started = time.perf_counter()
@@ -167,26 +164,33 @@ def worker_cpu(server_pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def worker_sockets(server_pid: int, port: int, state: str = "01") -> dict[int, set[str]]:
+    """The TCP sockets on `port` in `state` (01 established, 0A listening) that each gunicorn worker holds."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    inodes = {fields[9] for fields in map(str.split, lines)
+              if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state}
+    held: dict[int, set[str]] = {}
+    for pid in worker_stats(server_pid):
+        held[pid] = set()
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                inode = os.readlink(fd)[8:-1]  # "socket:[INODE]"
+            except OSError:
+                continue  # closed while we looked
+            if inode in inodes:
+                held[pid].add(inode)
+    return held
+
+
 def connection_spread(server_pid: int, port: int, expected: int) -> list[int]:
     """How many of the load's connections each gunicorn worker holds, most first (empty off Linux).
 
     Waits up to a second for the workers to accept all `expected` connections."""
-    tcp = Path("/proc/net/tcp")
-    if not tcp.exists():
+    if not Path("/proc/net/tcp").exists():
         return []
     deadline = time.monotonic() + 1
     while True:
-        established = {fields[9] for fields in (line.split() for line in tcp.read_text().splitlines()[1:])
-                       if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01"}  # inode
-        counts = []
-        for pid in worker_stats(server_pid):
-            held = 0
-            for fd in Path(f"/proc/{pid}/fd").glob("*"):
-                try:
-                    held += os.readlink(fd)[8:-1] in established  # "socket:[INODE]"
-                except OSError:
-                    continue
-            counts.append(held)
+        counts = [len(sockets) for sockets in worker_sockets(server_pid, port).values()]
         if sum(counts) >= expected or time.monotonic() > deadline:
             return sorted((count for count in counts if count), reverse=True)
         time.sleep(0.01)

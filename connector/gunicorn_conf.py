@@ -1,4 +1,4 @@
-"""gunicorn settings for the receiver (`web:` in the Procfile). Every value can be overridden by env."""
+"""gunicorn settings for the receiver (`web:` in the Procfile). The address and the counts can be set by env."""
 
 import os
 import tempfile
@@ -10,6 +10,11 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
+# Each worker process listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections
+# over them. With one shared socket, whichever process is awake accepts a burst of keep-alive
+# connections, often all of them, and then serves them on one core. A worker that dies drops the
+# connections still waiting in its socket; their senders retry, as for any connection reset.
+reuse_port = True
 accesslog = None  # the app logs one line per webhook, without personal data
 errorlog = "-"
 

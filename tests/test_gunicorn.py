@@ -1,0 +1,88 @@
+"""The Procfile's `web` process as a host runs it: gunicorn with connector/gunicorn_conf.py, two workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.receiver import worker_sockets
+from connector.store import Store
+from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, wait_for, write_config
+
+WORKERS = 2
+
+
+def procfile_command(process: str) -> list[str]:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return shlex.split(command)
+    raise AssertionError(f"no '{process}' in the Procfile")
+
+
+@contextmanager
+def web_process(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The Procfile's web command on a free $PORT, once every worker listens; its output goes to tmp_path."""
+    config = write_config(tmp_path, database_url)
+    store = Store(database_url)
+    store.upgrade()
+    store.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = procfile_command("web")
+    assert command[0] == "gunicorn"
+    env = {**os.environ, **ENV, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS), "GUNICORN_THREADS": "2",
+           "CONNECTOR_CONFIG": str(config)}
+    with (tmp_path / "web.log").open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(worker_sockets(server.pid, port, "0A")) == WORKERS
+                 and all(worker_sockets(server.pid, port, "0A").values()), timeout=30)
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_web_process_stores_a_signed_webhook_and_logs_it_without_contact_details(tmp_path, database_url):
+    with web_process(tmp_path, database_url) as (_, port):
+        answer = post_webhook(f"http://127.0.0.1:{port}", leaditio_payload("lead_gunicorn"))
+        refused = post_webhook(f"http://127.0.0.1:{port}", leaditio_payload(), secret="wrong")
+    assert answer.status_code == 200 and answer.json()["status"] == "accepted"
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+    store = Store(database_url)
+    assert store.status()["events"] == 1
+    store.dispose()
+    lines = [json.loads(line) for line in (tmp_path / "web.log").read_text().splitlines() if line.startswith("{")]
+    accepted = [line["message"] for line in lines if "lead_gunicorn" in line.get("message", "")]
+    assert accepted and "accepted" in accepted[0]
+    log = (tmp_path / "web.log").read_text()
+    assert "27823456789" not in log and "thabo.m@gmail.com" not in log
+
+
+def test_each_worker_listens_on_its_own_socket_so_keep_alive_connections_spread(tmp_path):
+    """One shared socket lets whichever worker is awake take a burst of connections, often all of them."""
+    with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (server, port):
+        listening = worker_sockets(server.pid, port, "0A")
+        assert len(set().union(*listening.values())) == WORKERS  # a socket each, not one shared
+        connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            for connection in connections:  # one answered request each: the connection is accepted and kept
+                connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+            held = wait_for(lambda: (found := worker_sockets(server.pid, port))
+                            and sum(map(len, found.values())) == 32 and found)
+        finally:
+            for connection in connections:
+                connection.close()
+    # The kernel hashes each connection to a worker's socket: all 32 on one of two has odds of 2 in 2**32.
+    assert all(held.values()), {pid: len(sockets) for pid, sockets in held.items()}
