@@ -45,8 +45,8 @@ def web_process(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.
         server = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: len(worker_sockets(server.pid, port, "0A")) == WORKERS
-                 and all(worker_sockets(server.pid, port, "0A").values()), timeout=30)
+        wait_for(lambda: len(listening := worker_sockets(server.pid, port, "0A")) == WORKERS
+                 and all(listening.values()), timeout=30)
         yield server, port
     finally:
         server.terminate()
@@ -62,10 +62,10 @@ def test_web_process_stores_a_signed_webhook_and_logs_it_without_contact_details
     store = Store(database_url)
     assert store.status()["events"] == 1
     store.dispose()
-    lines = [json.loads(line) for line in (tmp_path / "web.log").read_text().splitlines() if line.startswith("{")]
+    log = (tmp_path / "web.log").read_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     accepted = [line["message"] for line in lines if "lead_gunicorn" in line.get("message", "")]
     assert accepted and "accepted" in accepted[0]
-    log = (tmp_path / "web.log").read_text()
     assert "27823456789" not in log and "thabo.m@gmail.com" not in log
 
 
