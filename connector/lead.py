@@ -2,7 +2,8 @@
 
 A mapping addresses a lead by path (`first_name`, `score_breakdown.phone_valid`); `source` and
 `event` are added by the pipeline. Marketplaces declare any extra fields they carry in
-`Marketplace.lead_fields`, so mapping checks can say "did you mean" for all of them.
+`Marketplace.lead_fields`, so mapping checks can say "did you mean" for all of them, and warn
+when a mapping reads a field that none of the marketplaces routed to its destination carries.
 """
 
 from __future__ import annotations

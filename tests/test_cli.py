@@ -44,6 +44,19 @@ def test_mappings_check_and_preview(cli, tmp_path):
     assert "file.yaml:2" in out and "did you mean 'first_name'" in out
 
 
+def test_mappings_check_warns_of_fields_no_routed_marketplace_carries(cli, tmp_path):
+    mapping = tmp_path / "mappings" / "file.yaml"
+    mapping.write_text(mapping.read_text() + "  company: {from: company_name}\n"
+                       "  note: {template: '{first_name} on {status}'}\n")
+    lines = mapping.read_text().splitlines()
+    out = cli("mappings", "check")  # a warning, not a failure: the file itself is valid
+    assert "✓ leads_file" in out
+    company = f"file.yaml:{lines.index('  company: {from: company_name}') + 1}: fields.company.from: 'company_name'"
+    assert company in out and "comes only with leados leads" in out and "routed here (leaditio)" in out
+    assert "fields.note.template: 'status' comes only with leadnod leads" in out
+    assert "'first_name'" not in out  # every marketplace's leads have a first name
+
+
 def test_config_problem_is_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("sources: {}\ndestinations: {}\nroutes: []\nwroker: {}\n")

@@ -10,7 +10,7 @@ from connector import yamlfile
 from connector.destinations.base import UpdatePolicy
 from connector.errors import Permanent
 from connector.lead import get_path
-from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile
+from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile, fields_only_from
 from connector.mapping.transforms import TRANSFORMS
 
 
@@ -25,11 +25,35 @@ class MappedRecord:
 
 
 class Mapping:
-    def __init__(self, path: Path, spec: MappingFile):
+    def __init__(self, path: Path, spec: MappingFile, document: yamlfile.YamlDocument | None = None):
         self.path = path
         self.spec = spec
+        self.document = document  # where each key stood, for messages that name a line
         self.fields: dict[str, FieldSpec] = spec.fields
         self.policies = {name: f.update for name, f in self.fields.items()}
+
+    def lead_fields_read(self) -> list[tuple[str, str, str]]:
+        """(destination field, its key in the file, lead field) for every lead field a `from` or template reads."""
+        read = []
+        for name, field in self.fields.items():
+            if field.from_ is not None:
+                read.append((name, "from", field.from_.split(".", 1)[0]))
+            read.extend((name, "template", path.split(".", 1)[0])
+                        for path in PLACEHOLDER.findall(field.template or ""))
+        return read
+
+    def unfed_fields(self, marketplaces: set[str]) -> list[str]:
+        """Warnings for lead fields that no marketplace in `marketplaces` carries: they would always be empty."""
+        elsewhere = fields_only_from(marketplaces)
+        return [f"{self.where('fields', name, key)}: fields.{name}.{key}: '{field}' comes only with "
+                f"{' and '.join(elsewhere[field])} leads, and no {' or '.join(elsewhere[field])} source is routed "
+                f"here ({', '.join(sorted(marketplaces)) or 'no source'}), so it stays empty"
+                for name, key, field in self.lead_fields_read() if field in elsewhere]
+
+    def where(self, *loc: str) -> str:
+        """`file:line` of a key in this mapping (just the file when the line is not known)."""
+        line = self.document.line_of(loc) if self.document else None
+        return f"{self.path}:{line}" if line else str(self.path)
 
     def apply(self, document: dict[str, Any]) -> MappedRecord:
         """Map one lead (see connector.lead.mapping_input); Permanent if a required field is empty."""
@@ -76,7 +100,7 @@ def load_mapping(path: str | Path) -> Mapping:
     if not isinstance(doc.data, dict):
         raise doc.error((), "a mapping file must start with `fields:`")
     spec = yamlfile.validate(doc, MappingFile)
-    return Mapping(Path(path), spec)
+    return Mapping(Path(path), spec, doc)
 
 
 __all__ = ["Mapping", "MappedRecord", "load_mapping"]

@@ -28,6 +28,21 @@ def known_lead_fields() -> set[str]:
     return fields
 
 
+def fields_only_from(marketplaces: set[str]) -> dict[str, list[str]]:
+    """Lead fields that only other marketplaces carry, each with the marketplaces that do carry it."""
+    from connector.sources import Marketplace
+
+    others: dict[str, list[str]] = {}
+    ours = set(CORE_LEAD_FIELDS) | set(PIPELINE_FIELDS)
+    for name, cls in Marketplace.registry.items():
+        if name in marketplaces:
+            ours.update(cls.lead_fields)
+        else:
+            for field in cls.lead_fields:
+                others.setdefault(field, []).append(name)
+    return {field: sorted(names) for field, names in others.items() if field not in ours}
+
+
 def check_path(path: str) -> str:
     root = path.split(".", 1)[0]
     known = known_lead_fields()
