@@ -1,6 +1,6 @@
 """Receiver speed: signed webhooks against gunicorn, next to a bare Flask endpoint under the same settings.
 
-    .venv/bin/python bench/receiver.py [--requests 5000] [--concurrency 16] [--rounds 3] [--gunicorn OPTIONS]
+    .venv/bin/python bench/receiver.py [--requests 5000] [--concurrency 16] [--rounds 3] [--bare-wait MS] [--gunicorn OPTIONS]
 
 Both apps run under the Procfile's gunicorn settings (connector/gunicorn_conf.py) unless --gunicorn says
 otherwise. Each round makes three runs back to back, each with a fresh SQLite database:
@@ -8,6 +8,8 @@ otherwise. Each round makes three runs back to back, each with a fresh SQLite da
   2. connector - the real receiver: verify, store durably (SQLite, the WAL fsynced before the answer), answer
   3. connector + slow CRM - the same while a worker delivers to a CRM that takes 1 s per call:
      the answer time must not change, because delivery is asynchronous.
+  4. with --bare-wait MS: the bare endpoint plus one sleep of MS per request, no other work. A 2xx has to
+     wait for the disk once; this is what that one wait alone costs a gthread worker in CPU.
 Prints accepted/s, p50/p99 time to answer and the gunicorn workers' CPU per request for each (median over
 rounds), and the ratios per round.
 
@@ -40,6 +42,7 @@ SECRET = "bench-secret"
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
+BARE = "bare Flask endpoint"
 LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
 
 
@@ -216,8 +219,9 @@ def slow_crm(port: int) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Path | None, crm: str | None) -> dict:
-    env = {**os.environ, "BENCH_SECRET": SECRET}
+def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Path | None, crm: str | None,
+        extra_env: dict[str, str] | None = None) -> dict:
+    env = {**os.environ, "BENCH_SECRET": SECRET, **(extra_env or {})}
     extra: list[subprocess.Popen] = []
     if config is not None:
         env["CONNECTOR_CONFIG"] = str(config)
@@ -252,9 +256,10 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
     return result
 
 
-def one_round(requests: list[bytes], concurrency: int, crm_url: str) -> list[dict]:
-    """Bare endpoint, connector, connector with a slow CRM: back to back, each on a fresh database."""
-    results = [run("bare Flask endpoint", "bench.bare_app:create_app()", requests, concurrency, None, None)]
+def one_round(requests: list[bytes], concurrency: int, crm_url: str, bare_wait_ms: float) -> list[dict]:
+    """Bare endpoint, connector, connector with a slow CRM (and the bare endpoint with one wait): back to
+    back, each connector run on a fresh database."""
+    results = [run(BARE, "bench.bare_app:create_app()", requests, concurrency, None, None)]
     for name, url in (("connector (SQLite)", None), ("connector + CRM taking 1 s/call", crm_url)):
         with tempfile.TemporaryDirectory() as folder:
             os.chdir(folder)
@@ -263,6 +268,9 @@ def one_round(requests: list[bytes], concurrency: int, crm_url: str) -> list[dic
                                    write_config(Path(folder), url), url))
             finally:
                 os.chdir(ROOT)
+    if bare_wait_ms:
+        results.append(run(f"bare + one {bare_wait_ms:g} ms wait", "bench.bare_app:create_app()", requests,
+                           concurrency, None, None, {"BENCH_WAIT_SECONDS": str(bare_wait_ms / 1000)}))
     return results
 
 
@@ -271,6 +279,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="the three runs are repeated; medians are reported")
+    parser.add_argument("--bare-wait", type=float, default=0, metavar="MS",
+                        help="also run the bare endpoint with one sleep of MS per request (e.g. 0.3)")
     parser.add_argument("--gunicorn", default=" ".join(GUNICORN), help="gunicorn options for both apps")
     args = parser.parse_args()
     GUNICORN[:] = args.gunicorn.split()
@@ -281,7 +291,7 @@ def main() -> None:
     try:
         wait_up(crm_port)
         for number in range(args.rounds):
-            rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads"))
+            rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads", args.bare_wait))
             print(f"round {number + 1}: " + ", ".join(
                 f"{r['name']} {r['rate']:.0f}/s p99 {r['p99']:.1f} ms connections {r['spread'] or '?'}"
                 for r in rounds[-1]), flush=True)
@@ -295,15 +305,19 @@ def main() -> None:
         cpu = f"{median(runs, 'cpu_ms'):11.3f}" if all("cpu_ms" in r for r in runs) else f"{'-':>11}"
         print(f"{name:34} {median(runs, 'rate'):11.0f} {median(runs, 'p50'):8.2f} {median(runs, 'p99'):8.2f} "
               f"{sum(r['failed'] for r in runs):8d} {cpu}")
-    ratios = [ours["rate"] / bare["rate"] for bare, ours, _ in rounds]
-    slowdowns = [slow["p99"] / ours["p99"] for _, ours, slow in rounds]
+    ratios = [ours["rate"] / bare["rate"] for bare, ours, *_ in rounds]
+    slowdowns = [slow["p99"] / ours["p99"] for _, ours, slow, *_ in rounds]
     print(f"\nthroughput vs bare endpoint: {statistics.median(ratios):.2f} (aim >= 0.5; "
           f"per round {', '.join(f'{r:.2f}' for r in ratios)})")
-    if all("cpu_ms" in bare and "cpu_ms" in ours for bare, ours, _ in rounds):
-        cpu_ratios = [bare["cpu_ms"] / ours["cpu_ms"] for bare, ours, _ in rounds]
+    if all("cpu_ms" in bare and "cpu_ms" in ours for bare, ours, *_ in rounds):
+        cpu_ratios = [bare["cpu_ms"] / ours["cpu_ms"] for bare, ours, *_ in rounds]
         print(f"CPU per request, bare / connector: {statistics.median(cpu_ratios):.2f} (the throughput ratio the "
               f"cores allow; per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
-    p99s = [ours["p99"] for _, ours, _ in rounds]
+    if args.bare_wait:
+        waits = [waited["rate"] / bare["rate"] for bare, _, _, waited in rounds]
+        print(f"bare + one {args.bare_wait:g} ms wait / bare: {statistics.median(waits):.2f} (what one wait costs "
+              f"before any work; per round {', '.join(f'{r:.2f}' for r in waits)})")
+    p99s = [ours["p99"] for _, ours, *_ in rounds]
     print(f"p99 on SQLite: {statistics.median(p99s):.1f} ms (aim < 25 ms; "
           f"per round {', '.join(f'{p:.1f}' for p in p99s)})")
     print(f"p99 with a 1 s CRM / without: {statistics.median(slowdowns):.2f} (delivery is asynchronous: ~1.0)")
