@@ -44,7 +44,7 @@ def test_mappings_check_and_preview(cli, tmp_path):
     assert "file.yaml:2" in out and "did you mean 'first_name'" in out
 
 
-def test_mappings_check_warns_of_fields_no_routed_marketplace_carries(cli, tmp_path):
+def test_mappings_check_warns_of_fields_no_routed_marketplace_carries(cli, tmp_path, database_url):
     mapping = tmp_path / "mappings" / "file.yaml"
     mapping.write_text(mapping.read_text() + "  company: {from: company_name}\n"
                        "  note: {template: '{first_name} on {status}'}\n")
@@ -55,6 +55,9 @@ def test_mappings_check_warns_of_fields_no_routed_marketplace_carries(cli, tmp_p
     assert company in out and "comes only with leados leads" in out and "routed here (leaditio)" in out
     assert "fields.note.template: 'status' comes only with leadnod leads" in out
     assert "'first_name'" not in out  # every marketplace's leads have a first name
+    unrouted = write_config(tmp_path, database_url, routes=[])  # only a backfill would choose its leads
+    result = CliRunner(env=ENV).invoke(main, ["--config", str(unrouted), "mappings", "check"])
+    assert result.exit_code == 0 and "✓ leads_file" in result.output and "comes only with" not in result.output
 
 
 def test_config_problem_is_a_message_not_a_traceback(tmp_path):

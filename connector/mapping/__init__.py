@@ -47,7 +47,7 @@ class Mapping:
         elsewhere = fields_only_from(marketplaces)
         return [f"{self.where('fields', name, key)}: fields.{name}.{key}: '{field}' comes only with "
                 f"{' and '.join(elsewhere[field])} leads, and no {' or '.join(elsewhere[field])} source is routed "
-                f"here ({', '.join(sorted(marketplaces)) or 'no source'}), so it stays empty"
+                f"here ({', '.join(sorted(marketplaces))}), so it stays empty"
                 for name, key, field in self.lead_fields_read() if field in elsewhere]
 
     def where(self, *loc: str) -> str:
