@@ -36,7 +36,7 @@ def check(ctx: Context, destination: tuple[str, ...], against_crm: bool) -> None
             console.print(f"[red]✗[/] {name}: {exc}", highlight=False)
             continue
         routed = {ctx.config.sources[r.source].marketplace for r in ctx.config.routes if r.destination == name}
-        for warning in mapping.unfed_fields(routed) if routed else []:  # unrouted: only backfills choose its leads
+        for warning in mapping.unfed_fields(routed):
             console.print(f"[yellow]![/] {name}: {warning}", highlight=False)
         found = ctx.config.build_destination(name).check_against_crm(mapping) if against_crm else []
         if found:

@@ -25,10 +25,10 @@ class MappedRecord:
 
 
 class Mapping:
-    def __init__(self, path: Path, spec: MappingFile, document: yamlfile.YamlDocument | None = None):
+    def __init__(self, path: Path, spec: MappingFile, yaml: yamlfile.YamlDocument):
         self.path = path
         self.spec = spec
-        self.document = document  # where each key stood, for messages that name a line
+        self.yaml = yaml  # where each key stood, for messages that name a line
         self.fields: dict[str, FieldSpec] = spec.fields
         self.policies = {name: f.update for name, f in self.fields.items()}
 
@@ -43,17 +43,17 @@ class Mapping:
         return read
 
     def unfed_fields(self, marketplaces: set[str]) -> list[str]:
-        """Warnings for lead fields that no marketplace in `marketplaces` carries: they would always be empty."""
+        """Warnings (file:line: key: message) for lead fields that no marketplace in `marketplaces` carries:
+        they would always be empty. None without marketplaces: then a backfill chooses the leads."""
+        if not marketplaces:
+            return []
         elsewhere = fields_only_from(marketplaces)
-        return [f"{self.where('fields', name, key)}: fields.{name}.{key}: '{field}' comes only with "
-                f"{' and '.join(elsewhere[field])} leads, and no {' or '.join(elsewhere[field])} source is routed "
-                f"here ({', '.join(sorted(marketplaces))}), so it stays empty"
+        return [str(self.yaml.error(
+                    ("fields", name, key),
+                    f"'{field}' comes only with {' and '.join(elsewhere[field])} leads, and no "
+                    f"{' or '.join(elsewhere[field])} source is routed here ({', '.join(sorted(marketplaces))}), "
+                    f"so it stays empty"))
                 for name, key, field in self.lead_fields_read() if field in elsewhere]
-
-    def where(self, *loc: str) -> str:
-        """`file:line` of a key in this mapping (just the file when the line is not known)."""
-        line = self.document.line_of(loc) if self.document else None
-        return f"{self.path}:{line}" if line else str(self.path)
 
     def apply(self, document: dict[str, Any]) -> MappedRecord:
         """Map one lead (see connector.lead.mapping_input); Permanent if a required field is empty."""
