@@ -42,7 +42,7 @@ SECRET = "bench-secret"
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
-BARE = "bare Flask endpoint"
+BARE, BARE_APP = "bare Flask endpoint", "bench.bare_app:create_app()"
 LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
 
 
@@ -259,7 +259,7 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
 def one_round(requests: list[bytes], concurrency: int, crm_url: str, bare_wait_ms: float) -> list[dict]:
     """Bare endpoint, connector, connector with a slow CRM (and the bare endpoint with one wait): back to
     back, each connector run on a fresh database."""
-    results = [run(BARE, "bench.bare_app:create_app()", requests, concurrency, None, None)]
+    results = [run(BARE, BARE_APP, requests, concurrency, None, None)]
     for name, url in (("connector (SQLite)", None), ("connector + CRM taking 1 s/call", crm_url)):
         with tempfile.TemporaryDirectory() as folder:
             os.chdir(folder)
@@ -269,7 +269,7 @@ def one_round(requests: list[bytes], concurrency: int, crm_url: str, bare_wait_m
             finally:
                 os.chdir(ROOT)
     if bare_wait_ms:
-        results.append(run(f"bare + one {bare_wait_ms:g} ms wait", "bench.bare_app:create_app()", requests,
+        results.append(run(f"bare + one {bare_wait_ms:g} ms wait", BARE_APP, requests,
                            concurrency, None, None, {"BENCH_WAIT_SECONDS": str(bare_wait_ms / 1000)}))
     return results
 
