@@ -36,14 +36,15 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._stamp = ""
+        self._stamp: tuple[int, str] = (-1, "")  # (second, its text), swapped whole: threads share the formatter
 
     def _time(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:  # one strftime per second, not per line
-            self._stamp, self._second = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)), second
-        return self._stamp
+        second, text = self._stamp
+        if int(created) != second:  # one strftime per second, not per line
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self._stamp = (second, text)
+        return text
 
     def format(self, record: logging.LogRecord) -> str:
         line = (f'{{"time": "{self._time(record.created)}", "level": "{record.levelname.lower()}", '

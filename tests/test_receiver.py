@@ -185,3 +185,8 @@ def test_json_log_lines_are_what_json_dumps_writes():
                                 "level": "warning", "logger": "connector.web",
                                 "message": 'a "quoted" ünï\\n\tline', "exception": "Traceback:\n  boom"}
     assert line == json.dumps(json.loads(line), ensure_ascii=False)
+    formatter = JsonFormatter()  # records from threads arrive out of order: each keeps its own second
+    for created in (100.9, 101.0, 100.5, 101.2):
+        record.created = created
+        expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(created)))
+        assert json.loads(formatter.format(record))["time"] == expected
