@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 @contextmanager
 def serve(app, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:  # noqa: ANN001
     server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     scheme = "https" if ssl_context else "http"
     try:
