@@ -10,12 +10,12 @@ from connector.config import database_url, load_config
 from connector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"LEADITIO_WEBHOOK_SECRET": "s"}
+ENV = {"LEADITIO_WEBHOOK_SECRET": "whsec_config_test_0001"}
 
 
 def test_example_config_loads():
     config = load_config(ROOT / "config.example.yaml", env=ENV)
-    assert config.sources["leaditio"].secret_values() == ["s"]
+    assert config.sources["leaditio"].secret_values() == [ENV["LEADITIO_WEBHOOK_SECRET"]]
     assert config.database.url.startswith("sqlite:////")  # made absolute, beside the config
     assert config.worker.retry_horizon == 3 * 86400 and config.worker.lease == 120
 
