@@ -5,9 +5,9 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-# gevent, answering unparseable requests as JSON (connector/web/gunicorn_worker.py says why): a client
+# gevent, answering unparseable requests as JSON (connector/gunicorn_worker.py says why): a client
 # that sends its request slowly holds one greenlet, not one of a few threads.
-worker_class = "connector.web.gunicorn_worker.ReceiverWorker"
+worker_class = "connector.gunicorn_worker.ReceiverWorker"
 worker_connections = int(os.environ.get("GUNICORN_CONNECTIONS", "1000"))  # per worker process
 # Header limits (gunicorn's defaults, stated): a longer line is answered 414, more or longer headers 431.
 limit_request_line = 4094

@@ -10,6 +10,9 @@ that is still sending costs one greenlet, not a thread, and each process serves 
 Why a subclass: gunicorn answers a request it cannot parse (bad chunked framing, a header block
 over its limits) with an HTML page. Marketplaces, and our own error contract, expect
 `{"code", "message"}`; this writes that instead, with the status gunicorn chose.
+
+This module imports nothing of the connector: gevent patches the standard library when the worker
+starts, and modules that took names from `ssl` before that (urllib3, through the app) stay unpatched.
 """
 
 from __future__ import annotations
