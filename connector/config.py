@@ -76,9 +76,10 @@ class SourceConfig(Strict):
 class DestinationConfig(BaseModel):
     model_config = ConfigDict(extra="allow")  # the rest is the kind's own settings, checked below
 
-    type: str
+    type: str = Field(description="file, http, hubspot or salesforce; the rest of the block is that kind's "
+                                  "own settings (see the README)")
     mapping: str | None = Field(default=None, description="path of the YAML field mapping")
-    batch_size: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="records per CRM call (capped at the CRM's limit)")
 
     @field_validator("type")
     @classmethod
@@ -89,8 +90,8 @@ class DestinationConfig(BaseModel):
 
 
 class RouteConfig(Strict):
-    source: str
-    destination: str
+    source: str = Field(description="a name under sources:")
+    destination: str = Field(description="a name under destinations:")
     events: list[str] | None = Field(default=None, description="only these event types")
     where: dict[str, Any] = Field(default_factory=dict,
                                   description="lead field path -> value or list of values")
@@ -108,39 +109,47 @@ class RouteConfig(Strict):
         return True
 
 
+DURATIONS = ("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval")
+
+
 class WorkerConfig(Strict):
-    threads: int = Field(default=2, ge=1, le=64)
-    poll_interval: float = Field(default=0.5, gt=0)
+    threads: int = Field(default=2, ge=1, le=64, description="delivery threads per worker process")
+    poll_interval: float = Field(default=0.5, gt=0, description="how often an idle worker looks for due deliveries")
     lease: float = Field(default=120, description="seconds a claimed batch is ours before another worker may take it")
     retry_horizon: float = Field(default=3 * 86400, description="keep retrying transient failures this long")
-    backoff_base: float = Field(default=5, gt=0)
-    backoff_max: float = Field(default=3600, gt=0)
+    backoff_base: float = Field(default=5, gt=0, description="first retry after about this long, then doubling")
+    backoff_max: float = Field(default=3600, gt=0, description="never wait longer than this between two tries")
     config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
 
-    @field_validator("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval",
-                     mode="before")
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return seconds(value)
 
 
 class ServerConfig(Strict):
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    metrics_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="larger webhook bodies are refused with 413")
+    metrics_token: SecretStr | None = Field(default=None, description="${VAR}: require `Authorization: Bearer "
+                                                                      "<token>` on /metrics")
     dedupe_days: int = Field(default=30, ge=7, description="how long delivered events are remembered")
 
 
 class DatabaseConfig(Strict):
-    url: str = "sqlite:///connector.db"
+    url: str = Field(default="sqlite:///connector.db",
+                     description="sqlite:///file.db or postgresql://...; DATABASE_URL overrides it")
 
 
 class Config(Strict):
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)
-    sources: dict[str, SourceConfig]
-    destinations: dict[str, DestinationConfig]
-    routes: list[RouteConfig] = Field(default_factory=list)
+    """The connector's config file (config.yaml)."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="where events are stored")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="the webhook receiver")
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="delivery to destinations")
+    sources: dict[str, SourceConfig] = Field(description="name -> marketplace; webhooks arrive at "
+                                                         "POST /webhooks/<name>")
+    destinations: dict[str, DestinationConfig] = Field(description="name -> a CRM or file leads go to")
+    routes: list[RouteConfig] = Field(default_factory=list, description="which source's leads go to which "
+                                                                        "destination")
 
     path: Path | None = Field(default=None, exclude=True)
     # Takes every configured secret (and emails and phones) out of text: see connector.logs.Redactor.
@@ -193,6 +202,19 @@ class Config(Strict):
         return min(dest.batch_size or limit, limit)
 
     _destination_settings: dict[str, Any] = {}
+
+
+def json_schema() -> dict[str, Any]:
+    """config.schema.json: the same models that validate the file, for editors (autocomplete, hover help)."""
+    schema = Config.model_json_schema()
+    schema["properties"].pop("path", None)
+    durations = schema["$defs"]["WorkerConfig"]["properties"]
+    for name in DURATIONS:  # validated as seconds, written as 30s, 15m, 3d
+        durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
+        durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                    {"type": "string", "pattern": _DURATION.pattern}]
+    schema["title"] = "Lead connector configuration"
+    return schema
 
 
 def database_url(raw: str) -> str:
