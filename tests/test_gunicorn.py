@@ -159,3 +159,28 @@ def test_gunicorn_lines_are_json_even_after_a_worker_is_killed(tmp_path):
     lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
     messages = [line["message"] for line in lines if line["logger"] == "gunicorn.error"]
     assert any("Booting worker" in m for m in messages) and any("SIGKILL" in m for m in messages)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.endswith(b"}"):
+                break
+    return answer
+
+
+def test_requests_gunicorn_cannot_parse_get_json_client_errors_without_a_traceback(tmp_path):
+    head = b"POST /webhooks/leaditio HTTP/1.1\r\nHost: test\r\nX-Leaditio-Signature: x\r\n"
+    with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (_, port):
+        chunked = _raw(port, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        headers = _raw(port, head + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n")
+        deep = _raw(port, b"".join([head, b"Content-Length: 200000\r\n\r\n", b"[" * 200_000]))
+    for answer, status, code in ((chunked, b"400", "invalid_request"), (headers, b"431", "headers_too_large"),
+                                 (deep, b"401", "unauthorized")):
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == code
+    log = (tmp_path / "web.log").read_text()
+    assert "Traceback" not in log and "Logging error" not in log
