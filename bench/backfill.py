@@ -139,7 +139,7 @@ def write_config(folder: Path, url: str, *, reset_margin: float) -> Any:
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(document))
-    return load_config(path, env={"BENCH_LEADITIO_KEY": KEY, "BENCH_WEBHOOK_SECRET": "bench"})
+    return load_config(path, env={"BENCH_LEADITIO_KEY": KEY, "BENCH_WEBHOOK_SECRET": "bench-webhook-secret-0001"})
 
 
 if __name__ == "__main__":

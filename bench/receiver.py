@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789"  # the connector refuses secrets under 16 characters
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
@@ -220,7 +220,7 @@ def slow_crm(port: int) -> subprocess.Popen:
 
 
 def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Path | None, crm: str | None,
-        extra_env: dict[str, str] | None = None) -> dict:
+        extra_env: dict[str, str] | None = None, gunicorn: list[str] | None = None) -> dict:
     env = {**os.environ, "BENCH_SECRET": SECRET, **(extra_env or {})}
     extra: list[subprocess.Popen] = []
     if config is not None:
@@ -231,7 +231,7 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
             extra.append(subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}", app],
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", *(gunicorn or GUNICORN), "--bind", f"127.0.0.1:{port}", app],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     # stdout is a pipe read by another process, as Heroku's log router reads it (not by this
     # process, whose one thread must only generate load); its last lines are kept for diagnosis.
@@ -256,16 +256,20 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
     return result
 
 
-def one_round(requests: list[bytes], concurrency: int, crm_url: str, bare_wait_ms: float) -> list[dict]:
-    """Bare endpoint, connector, connector with a slow CRM (and the bare endpoint with one wait): back to
-    back, each connector run on a fresh database."""
+def one_round(requests: list[bytes], concurrency: int, crm_url: str, bare_wait_ms: float,
+              compare: list[str] | None = None) -> list[dict]:
+    """Bare endpoint, connector, connector with a slow CRM (the bare endpoint with one wait, the connector
+    under other gunicorn options): back to back, each connector run on a fresh database."""
     results = [run(BARE, BARE_APP, requests, concurrency, None, None)]
-    for name, url in (("connector (SQLite)", None), ("connector + CRM taking 1 s/call", crm_url)):
+    runs = [("connector (SQLite)", None, None), ("connector + CRM taking 1 s/call", crm_url, None)]
+    if compare:
+        runs.append(("connector, --compare options", None, compare))
+    for name, url, options in runs:
         with tempfile.TemporaryDirectory() as folder:
             os.chdir(folder)
             try:
                 results.append(run(name, "connector.web:create_app()", requests, concurrency,
-                                   write_config(Path(folder), url), url))
+                                   write_config(Path(folder), url), url, gunicorn=options))
             finally:
                 os.chdir(ROOT)
     if bare_wait_ms:
@@ -282,7 +286,11 @@ def main() -> None:
     parser.add_argument("--bare-wait", type=float, default=0, metavar="MS",
                         help="also run the bare endpoint with one sleep of MS per request (e.g. 0.3)")
     parser.add_argument("--gunicorn", default=" ".join(GUNICORN), help="gunicorn options for both apps")
+    parser.add_argument("--compare", default=None, metavar="OPTIONS",
+                        help="also run the connector under these gunicorn options in each round, and print "
+                             "its throughput / the connector's under --gunicorn")
     args = parser.parse_args()
+    compare = args.compare.split() if args.compare else None
     GUNICORN[:] = args.gunicorn.split()
     requests = raw_requests(bodies(args.requests + WARM_UP))
     crm_port = free_port()
@@ -291,7 +299,8 @@ def main() -> None:
     try:
         wait_up(crm_port)
         for number in range(args.rounds):
-            rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads", args.bare_wait))
+            rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads", args.bare_wait,
+                                    compare))
             print(f"round {number + 1}: " + ", ".join(
                 f"{r['name']} {r['rate']:.0f}/s p99 {r['p99']:.1f} ms connections {r['spread'] or '?'}"
                 for r in rounds[-1]), flush=True)
@@ -313,8 +322,12 @@ def main() -> None:
         cpu_ratios = [bare["cpu_ms"] / ours["cpu_ms"] for bare, ours, *_ in rounds]
         print(f"CPU per request, bare / connector: {statistics.median(cpu_ratios):.2f} (the throughput ratio the "
               f"cores allow; per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
+    if compare:
+        compared = [each[3]["rate"] / each[1]["rate"] for each in rounds]
+        print(f"connector under {args.compare} / under {' '.join(GUNICORN)}: {statistics.median(compared):.2f} "
+              f"(per round {', '.join(f'{r:.2f}' for r in compared)})")
     if args.bare_wait:
-        waits = [waited["rate"] / bare["rate"] for bare, _, _, waited in rounds]
+        waits = [waited["rate"] / bare["rate"] for bare, *_, waited in rounds]
         print(f"bare + one {args.bare_wait:g} ms wait / bare: {statistics.median(waits):.2f} (what one wait costs "
               f"before any work; per round {', '.join(f'{r:.2f}' for r in waits)})")
     p99s = [ours["p99"] for _, ours, *_ in rounds]

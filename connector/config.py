@@ -11,10 +11,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connector import yamlfile
 from connector.errors import ConfigError
+from connector.logs import Redactor, install
 
 if TYPE_CHECKING:
     from connector.destinations import Destination
@@ -22,6 +25,10 @@ if TYPE_CHECKING:
     from connector.sources import Marketplace
 
 DEFAULT_CONFIG = "config.yaml"
+MIN_SECRET_LENGTH = 16
+# Variables read by default when the file names none (e.g. LEADITIO_API_KEY): their values are secret too.
+_SECRET_VARIABLE = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|PRIVATE_KEY)S?(_[A-Z0-9]+)?$")
+_DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -69,9 +76,10 @@ class SourceConfig(Strict):
 class DestinationConfig(BaseModel):
     model_config = ConfigDict(extra="allow")  # the rest is the kind's own settings, checked below
 
-    type: str
+    type: str = Field(description="file, http, hubspot or salesforce; the rest of the block is that kind's "
+                                  "own settings (see the README)")
     mapping: str | None = Field(default=None, description="path of the YAML field mapping")
-    batch_size: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="records per CRM call (capped at the CRM's limit)")
 
     @field_validator("type")
     @classmethod
@@ -82,8 +90,8 @@ class DestinationConfig(BaseModel):
 
 
 class RouteConfig(Strict):
-    source: str
-    destination: str
+    source: str = Field(description="a name under sources:")
+    destination: str = Field(description="a name under destinations:")
     events: list[str] | None = Field(default=None, description="only these event types")
     where: dict[str, Any] = Field(default_factory=dict,
                                   description="lead field path -> value or list of values")
@@ -101,41 +109,55 @@ class RouteConfig(Strict):
         return True
 
 
+DURATIONS = ("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval")
+
+
 class WorkerConfig(Strict):
-    threads: int = Field(default=2, ge=1, le=64)
-    poll_interval: float = Field(default=0.5, gt=0)
+    threads: int = Field(default=2, ge=1, le=64, description="delivery threads per worker process")
+    poll_interval: float = Field(default=0.5, gt=0, description="how often an idle worker looks for due deliveries")
     lease: float = Field(default=120, description="seconds a claimed batch is ours before another worker may take it")
     retry_horizon: float = Field(default=3 * 86400, description="keep retrying transient failures this long")
-    backoff_base: float = Field(default=5, gt=0)
-    backoff_max: float = Field(default=3600, gt=0)
+    backoff_base: float = Field(default=5, gt=0, description="first retry after about this long, then doubling")
+    backoff_max: float = Field(default=3600, gt=0, description="never wait longer than this between two tries")
     config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
 
-    @field_validator("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval",
-                     mode="before")
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return seconds(value)
 
 
 class ServerConfig(Strict):
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    metrics_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="larger webhook bodies are refused with 413")
+    metrics_token: SecretStr | None = Field(default=None, description="${VAR}: require `Authorization: Bearer "
+                                                                      "<token>` on /metrics")
     dedupe_days: int = Field(default=30, ge=7, description="how long delivered events are remembered")
 
 
 class DatabaseConfig(Strict):
-    url: str = "sqlite:///connector.db"
+    url: str = Field(default="sqlite:///connector.db",
+                     description="sqlite:///file.db or postgresql://...; DATABASE_URL overrides it")
 
 
 class Config(Strict):
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)
-    sources: dict[str, SourceConfig]
-    destinations: dict[str, DestinationConfig]
-    routes: list[RouteConfig] = Field(default_factory=list)
+    """The connector's config file (config.yaml)."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="where events are stored")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="the webhook receiver")
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="delivery to destinations")
+    sources: dict[str, SourceConfig] = Field(description="name -> marketplace; webhooks arrive at "
+                                                         "POST /webhooks/<name>")
+    destinations: dict[str, DestinationConfig] = Field(description="name -> a CRM or file leads go to")
+    routes: list[RouteConfig] = Field(default_factory=list, description="which source's leads go to which "
+                                                                        "destination")
 
     path: Path | None = Field(default=None, exclude=True)
+    # Takes every configured secret (and emails and phones) out of text: see connector.logs.Redactor.
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor
 
     # --- built lazily, once, from the validated config ----------------------------------
     @cached_property
@@ -182,6 +204,19 @@ class Config(Strict):
     _destination_settings: dict[str, Any] = {}
 
 
+def json_schema() -> dict[str, Any]:
+    """config.schema.json: the same models that validate the file, for editors (autocomplete, hover help)."""
+    schema = Config.model_json_schema()
+    schema["properties"].pop("path", None)
+    durations = schema["$defs"]["WorkerConfig"]["properties"]
+    for name in DURATIONS:  # validated as seconds, written as 30s, 15m, 3d
+        durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
+        durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                    {"type": "string", "pattern": _DURATION.pattern}]
+    schema["title"] = "Lead connector configuration"
+    return schema
+
+
 def database_url(raw: str) -> str:
     """Heroku's `postgres://` and plain `postgresql://` -> the psycopg 3 driver SQLAlchemy needs."""
     for prefix in ("postgres://", "postgresql://"):
@@ -202,9 +237,13 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise doc.error((), "the config file must be a mapping with sources, destinations and routes")
     config = yamlfile.validate(doc, Config)
     config.path = doc.path.resolve()
-    if env_map.get("DATABASE_URL"):
+    config._redactor = Redactor(secret_values(doc, env_map))
+    install(config.redactor)
+    from_env = bool(env_map.get("DATABASE_URL"))
+    if from_env:
         config.database.url = env_map["DATABASE_URL"]
     config.database.url = database_url(config.database.url)
+    _check_database_url(doc, config.database.url, from_env)
     if config.database.url.startswith("sqlite:///") and not config.database.url.startswith("sqlite:////"):
         relative = config.database.url[len("sqlite:///"):]
         if relative and relative != ":memory:":
@@ -228,6 +267,8 @@ def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
         if not src.secret_values():
             raise doc.error(("sources", name, "secrets"),
                             "needs at least one webhook secret, e.g. - ${LEADITIO_WEBHOOK_SECRET}")
+        for index, secret in enumerate(src.secrets):
+            _check_webhook_secret(doc, ("sources", name, "secrets", index), secret.get_secret_value())
         if src.api is not None and cls.ApiSettings is not None:
             yamlfile.validate(doc, cls.ApiSettings, data=src.api, loc_prefix=("sources", name, "api"))
     for index, route in enumerate(config.routes):
@@ -237,6 +278,62 @@ def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
         if route.destination not in config.destinations:
             raise doc.error(("routes", index, "destination"), f"no destination named '{route.destination}'"
                             f"{yamlfile.did_you_mean(route.destination, config.destinations)}")
+
+
+def _check_webhook_secret(doc: yamlfile.YamlDocument, loc: yamlfile.Loc, value: str) -> None:
+    """A short secret can be guessed; whitespace around one (a trailing newline pasted into the
+    variable) makes every correctly signed webhook fail. The message names the variable, never the value."""
+    if not value:  # an optional variable left empty, e.g. the previous secret once rotation is over
+        return
+    names = doc.variables.get(loc)
+    where = f"the secret in {', '.join(names)}" if names else "the secret"
+    if value != value.strip():
+        raise doc.error(loc, f"{where} starts or ends with whitespace (a pasted newline?): the marketplace "
+                             "signs without it, so every webhook would be refused; set it again without")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise doc.error(loc, f"{where} is {len(value)} characters long; a webhook secret needs at least "
+                             f"{MIN_SECRET_LENGTH} (use the one the marketplace generated)")
+
+
+def _check_database_url(doc: yamlfile.YamlDocument, url: str, from_env: bool) -> None:
+    """Only SQLite and PostgreSQL are supported; say so before SQLAlchemy fails with a traceback."""
+    def problem(message: str) -> ConfigError:
+        if from_env:
+            return ConfigError(f"DATABASE_URL: {message}")
+        return doc.error(("database", "url"), message)
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise problem("not a database URL; write sqlite:///connector.db or "
+                      "postgresql://user:password@host:5432/name") from None
+    backend = parsed.get_backend_name()
+    if backend not in _DATABASES:
+        raise problem(f"'{backend}' databases are not supported: use sqlite:///... or postgresql://...")
+    if parsed.get_driver_name() not in (_DATABASES[backend], "pysqlite"):
+        raise problem(f"the {parsed.get_driver_name()} driver is not installed: write {backend}://... "
+                      "and the connector picks its driver")
+
+
+def secret_values(doc: yamlfile.YamlDocument, env: Any) -> list[str]:
+    """Every secret the config holds: values under secret keys, and variables with secret-like names
+    (read by default, e.g. LEADITIO_API_KEY). Private keys also by line, as a PEM may be logged in parts."""
+    found: list[str] = []
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, secret or yamlfile.is_secret_key(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, secret)
+        elif secret and isinstance(value, str):
+            found.append(value)
+
+    walk(doc.data, False)
+    found.extend(value for name, value in env.items() if _SECRET_VARIABLE.search(name))
+    lines = [line.strip() for value in found for line in value.replace("\\n", "\n").splitlines()]
+    return found + [line for line in lines if len(line) >= MIN_SECRET_LENGTH and not line.startswith("-----")]
 
 
 def api_settings(config: Config, source: str) -> Any:

@@ -5,8 +5,14 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gevent, answering unparseable requests as JSON (connector/gunicorn_worker.py says why): a client
+# that sends its request slowly holds one greenlet, not one of a few threads.
+worker_class = "connector.gunicorn_worker.ReceiverWorker"
+worker_connections = int(os.environ.get("GUNICORN_CONNECTIONS", "1000"))  # per worker process
+# Header limits (gunicorn's defaults, stated): a longer line is answered 414, more or longer headers 431.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -17,6 +23,21 @@ keepalive = 5
 reuse_port = True
 accesslog = None  # the app logs one line per webhook, without personal data
 errorlog = "-"
+# gunicorn's own messages ("Booting worker", "Worker (pid:N) was sent SIGKILL!", timeouts) go through
+# the root logger, so they come out as the connector's JSON lines, redacted like every other line.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True, "qualname": "gunicorn.error"},
+        "gunicorn.access": {"handlers": [], "propagate": True, "qualname": "gunicorn.access"},
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                            "formatter": "json", "filters": ["redact"]}},
+    "formatters": {"json": {"()": "connector.logs.JsonFormatter"}},
+    "filters": {"redact": {"()": "connector.logs.RedactingFilter"}},
+}
 
 # Counters from every worker process are summed through files in this folder.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterable
 from json.encoder import encode_basestring
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -13,12 +14,47 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"(?<![\w.-])(?:\+\d[\d \-()]{7,16}\d|(?:27|0)\d{2}[ -]?\d{3}[ -]?\d{4})(?![\w-])")
 
 
+# Secrets shorter than this are refused at start-up; shorter configured values (e.g. an empty
+# optional variable) are not looked for, or every "a" in every line would go.
+MIN_REDACTED = 6
+
+
+class Redactor:
+    """Takes every configured secret value, email and phone number out of text that leaves the process
+    (log lines, CLI output, /metrics) or is stored (last errors, pause reasons).
+
+    Built from the loaded config (`Config.redactor`); `install()` makes it the one the log filter uses.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        values = {v for s in secrets for v in (s, s.strip()) if len(v) >= MIN_REDACTED}
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = re.compile("|".join(map(re.escape, sorted(values, key=len, reverse=True)))) \
+            if values else None
+
+    def __call__(self, text: str) -> str:
+        return PHONE.sub("[phone]", EMAIL.sub("[email]", self.secrets(text)))
+
+    def secrets(self, text: str) -> str:
+        """Only the secrets: for text such as /metrics, whose numbers could look like phone numbers."""
+        return self._secrets.sub("[secret]", text) if self._secrets is not None else text
+
+
+_active = Redactor()
+
+
+def install(redactor: Redactor) -> None:
+    """Log lines from now on go through `redactor` (called when a config is loaded)."""
+    global _active
+    _active = redactor
+
+
 def redact(text: str) -> str:
-    return PHONE.sub("[phone]", EMAIL.sub("[email]", text))
+    return _active(text)
 
 
 class RedactingFilter(logging.Filter):
-    """Applied to every record, whichever logger wrote it (CRM error messages quote emails)."""
+    """Applied to every record, whichever logger wrote it (CRM error messages quote emails and tokens)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -55,9 +91,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
-    # Our lines name no thread, process or source line: not collecting them makes each record cheaper
-    # (the logging HOWTO's "Optimization" section), which counts on the webhook path.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # Our lines name no source line: not collecting it makes each record cheaper (the logging HOWTO's
+    # "Optimization" section). Threads and processes stay: other formats (gunicorn's `%(process)d`)
+    # fail on a record without them, and every later line of theirs became "--- Logging error ---".
+    logging.logMultiprocessing = False
     logging._srcfile = None
     handler = logging.StreamHandler(sys.stdout)
     use_json = (not sys.stdout.isatty()) if json_lines is None else json_lines

@@ -48,6 +48,9 @@ class YamlDocument:
 
     def __init__(self, path: Path, data: Any, lines: dict[Loc, int]):
         self.path, self.data, self.lines = path, data, lines
+        # Which environment variables `interpolate` put at each key, so a check can name the variable
+        # (never its value): "the secret in LEADITIO_WEBHOOK_SECRET ends with whitespace".
+        self.variables: dict[Loc, list[str]] = {}
 
     def line_of(self, loc: Loc) -> int | None:
         loc = tuple(loc)
@@ -61,18 +64,23 @@ class YamlDocument:
         return ConfigError(message, file=str(self.path), line=self.line_of(loc), key=key_path(loc) or None)
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
+def _walk(path: Path, node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) \
                 else _scalar(key_node)
-            out[key] = _walk(value_node, (*loc, key), lines)
+            if key in out:  # YAML keeps the last silently: a second `routes:` block dropped the first
+                raise ConfigError(f"duplicate key (first written at line {lines[(*loc, key)]}); "
+                                  "write it once", file=str(path), line=key_node.start_mark.line + 1,
+                                  key=key_path((*loc, key)))
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            out[key] = _walk(path, value_node, (*loc, key), lines)
             lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, (*loc, i), lines) for i, item in enumerate(node.value)]
+        return [_walk(path, item, (*loc, i), lines) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 
@@ -84,7 +92,11 @@ def _scalar(node: yaml.Node) -> Any:
 def load_yaml(path: str | Path) -> YamlDocument:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be read): save the file "
+                          "as UTF-8", file=str(path), line=raw.count(b"\n", 0, exc.start) + 1) from None
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     except OSError as exc:
@@ -96,7 +108,7 @@ def load_yaml(path: str | Path) -> YamlDocument:
         raise ConfigError(f"not valid YAML: {exc.problem or exc.context}",
                           file=str(path), line=mark.line + 1 if mark else None) from None
     lines: dict[Loc, int] = {}
-    data = _walk(node, (), lines) if node is not None else {}
+    data = _walk(path, node, (), lines) if node is not None else {}
     return YamlDocument(path, data, lines)
 
 
@@ -119,6 +131,7 @@ def interpolate(doc: YamlDocument, env: typing.Mapping[str, str] | None = None) 
 
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            doc.variables.setdefault(loc, []).append(name)
             if name in env:
                 return env[name]
             if default is not None:
@@ -132,7 +145,12 @@ def interpolate(doc: YamlDocument, env: typing.Mapping[str, str] | None = None) 
 
 
 def _is_secret(loc: Loc) -> bool:
-    return any(isinstance(part, str) and part.lower() in SECRET_KEYS for part in loc)
+    return any(is_secret_key(part) for part in loc)
+
+
+def is_secret_key(key: Any) -> bool:
+    """Whether a value under this key is a secret (it must come from the environment, and is redacted)."""
+    return isinstance(key, str) and key.lower() in SECRET_KEYS
 
 
 def validate(doc: YamlDocument, model: type[M], *, data: Any = None, loc_prefix: Loc = ()) -> M:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from connector.config import database_url, load_config
+from connector.config import json_schema as config_json_schema
 from connector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"LEADITIO_WEBHOOK_SECRET": "s"}
+ENV = {"LEADITIO_WEBHOOK_SECRET": "whsec_config_test_0001"}
 
 
 def test_example_config_loads():
     config = load_config(ROOT / "config.example.yaml", env=ENV)
-    assert config.sources["leaditio"].secret_values() == ["s"]
+    assert config.sources["leaditio"].secret_values() == [ENV["LEADITIO_WEBHOOK_SECRET"]]
     assert config.database.url.startswith("sqlite:////")  # made absolute, beside the config
     assert config.worker.retry_horizon == 3 * 86400 and config.worker.lease == 120
 
@@ -74,3 +76,13 @@ def test_config_mistakes(tmp_path, text, line, words):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml", env=ENV)
+
+
+def test_config_schema_file_is_current_and_the_example_points_at_it():
+    committed = json.loads((ROOT / "config.schema.json").read_text())
+    assert committed == json.loads(json.dumps(config_json_schema())), \
+        "run: connector mappings schema --config-file --write"
+    assert (ROOT / "config.example.yaml").read_text().startswith(
+        "# yaml-language-server: $schema=./config.schema.json\n")
+    worker = committed["$defs"]["WorkerConfig"]["properties"]
+    assert all(field.get("description") for field in worker.values())

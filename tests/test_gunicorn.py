@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+import pytest
 
 from bench.receiver import worker_sockets
 from connector.store import Store
-from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, wait_for, write_config
+from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, sign, wait_for, write_config
 
 WORKERS = 2
 
@@ -39,7 +44,7 @@ def web_process(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.
         port = probe.getsockname()[1]
     command = procfile_command("web")
     assert command[0] == "gunicorn"
-    env = {**os.environ, **ENV, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS), "GUNICORN_THREADS": "2",
+    env = {**os.environ, **ENV, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
            "CONNECTOR_CONFIG": str(config)}
     with (tmp_path / "web.log").open("wb") as log:
         server = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=log,
@@ -86,3 +91,96 @@ def test_each_worker_listens_on_its_own_socket_so_keep_alive_connections_spread(
                 connection.close()
     # The kernel hashes each connection to a worker's socket: all 32 on one of two has odds of 2 in 2**32.
     assert all(held.values()), {pid: len(sockets) for pid, sockets in held.items()}
+
+
+@pytest.mark.slow
+def test_slow_clients_do_not_delay_valid_webhooks(tmp_path):
+    """50 connections sending their headers a byte a second and 50 announcing more body than they send.
+
+    Under gthread (4 x 4 threads) 16 such clients held every thread; valid webhooks waited 35 s and more.
+    Run with GUNICORN_CMD_ARGS="-k gthread --threads 4" set to see that again.
+    """
+    stop = threading.Event()
+    with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (_, port):
+        url = f"http://127.0.0.1:{port}"
+        before = [_timed_webhook(url, f"lead_before_{i}") for i in range(3)]
+        slow_headers = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
+        short_bodies = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
+        body = b'{"event": "lead.new"'
+        for connection in short_bodies:
+            connection.sendall(b"POST /webhooks/leaditio HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                               b"X-Leaditio-Signature: " + sign(body).encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+                               + body)
+        trickle = threading.Thread(target=_trickle, args=(slow_headers, stop), daemon=True)
+        trickle.start()
+        try:
+            time.sleep(2.5)  # every slow client has sent something, and holds whatever it can
+            during = [_timed_webhook(url, f"lead_during_{i}") for i in range(5)]
+        finally:
+            stop.set()
+            trickle.join(timeout=10)
+            for connection in slow_headers + short_bodies:
+                connection.close()
+    assert all(status == 200 for status, _ in before + during), before + during
+    slowest_before = max(seconds for _, seconds in before)
+    assert max(seconds for _, seconds in during) < slowest_before + 1.0, (before, during)
+
+
+def _timed_webhook(url: str, lead_id: str) -> tuple[int, float]:
+    started = time.monotonic()
+    try:
+        answer = post_webhook(url, leaditio_payload(lead_id))
+    except OSError as exc:  # requests' timeouts are OSErrors too: reported, not raised
+        return type(exc).__name__, time.monotonic() - started
+    return answer.status_code, time.monotonic() - started
+
+
+def _trickle(connections: list[socket.socket], stop: threading.Event) -> None:
+    """A request line and headers, one byte per connection per second, never finished; 10 s at most."""
+    head = b"POST /webhooks/leaditio HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 200
+    for index in range(min(len(head), 10)):
+        for connection in connections:
+            with suppress(OSError):
+                connection.send(head[index:index + 1])
+        if stop.wait(1.0):
+            return
+
+
+@pytest.mark.slow
+def test_gunicorn_lines_are_json_even_after_a_worker_is_killed(tmp_path):
+    with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (server, port):
+        victim = next(iter(worker_sockets(server.pid, port, "0A")))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: "SIGKILL" in (tmp_path / "web.log").read_text(), timeout=20)
+        wait_for(lambda: len(listening := worker_sockets(server.pid, port, "0A")) == WORKERS
+                 and victim not in listening, timeout=30)
+    log = (tmp_path / "web.log").read_text()
+    assert "Logging error" not in log and "Traceback" not in log
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    messages = [line["message"] for line in lines if line["logger"] == "gunicorn.error"]
+    assert any("Booting worker" in m for m in messages) and any("SIGKILL" in m for m in messages)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.endswith(b"}"):
+                break
+    return answer
+
+
+def test_requests_gunicorn_cannot_parse_get_json_client_errors_without_a_traceback(tmp_path):
+    head = b"POST /webhooks/leaditio HTTP/1.1\r\nHost: test\r\nX-Leaditio-Signature: x\r\n"
+    with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (_, port):
+        chunked = _raw(port, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        headers = _raw(port, head + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n")
+        deep = _raw(port, b"".join([head, b"Content-Length: 200000\r\n\r\n", b"[" * 200_000]))
+    for answer, status, code in ((chunked, b"400", "invalid_request"), (headers, b"431", "headers_too_large"),
+                                 (deep, b"401", "unauthorized")):
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == code
+    log = (tmp_path / "web.log").read_text()
+    assert "Traceback" not in log and "Logging error" not in log

@@ -32,7 +32,7 @@ from tests.fakes.leados_api import FakeLeadOS, make_lead
 from tests.fakes.salesforce import FakeSalesforce, _field, running, trust
 from tests.fakes.server import serve
 
-NEW, OLD = "whsec_current_1", "whsec_previous_0"
+NEW, OLD = "whsec_current_0001", "whsec_previous_0001"
 LEADNOD_ROUTED = ["engagement.created", "engagement.started", "engagement.completed", "engagement.terminated",
                   "opportunity.created", "opportunity.updated", "opportunity.closed", "opportunity.matched"]
 

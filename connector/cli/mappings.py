@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
+from connector.config import json_schema as config_json_schema
 from connector.errors import ConfigError, Permanent
 
 SCHEMA_FILE = Path("mappings/mapping.schema.json")
+CONFIG_SCHEMA_FILE = Path("config.schema.json")
 
 
 @main.group()
@@ -89,14 +91,16 @@ def preview(ctx: Context, destination: str, payload: str | None, source: str | N
 
 
 @mappings.command()
-@click.option("--write", is_flag=True, help=f"Write it to {SCHEMA_FILE} instead of printing it.")
-def schema(write: bool) -> None:
-    """The JSON Schema of mapping files (editors use it for autocomplete)."""
+@click.option("--write", is_flag=True, help=f"Write it to {SCHEMA_FILE} (or {CONFIG_SCHEMA_FILE}) instead of printing it.")
+@click.option("--config-file", "of_config", is_flag=True, help="The schema of config.yaml instead of mapping files.")
+def schema(write: bool, of_config: bool) -> None:
+    """The JSON Schema of mapping files, or of the config file (editors use it for autocomplete)."""
     from connector.mapping.spec import json_schema
 
-    text = json.dumps(json_schema(), indent=2) + "\n"
+    text = json.dumps(config_json_schema() if of_config else json_schema(), indent=2) + "\n"
     if write:
-        SCHEMA_FILE.write_text(text)
-        console.print(f"wrote {SCHEMA_FILE}")
+        target = CONFIG_SCHEMA_FILE if of_config else SCHEMA_FILE
+        target.write_text(text)
+        console.print(f"wrote {target}")
     else:
         click.echo(text, nl=False)

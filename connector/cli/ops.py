@@ -21,8 +21,11 @@ from connector.timeutil import age, iso
 def status(ctx: Context, as_json: bool) -> None:
     """Queue depth, deliveries by state per destination, oldest pending age, paused destinations."""
     report = ctx.store.status()
+    redact = ctx.config.redactor  # reasons stored before redaction existed, or by an older version
+    for pause in report["pauses"].values():
+        pause["reason"] = redact(pause["reason"] or "")
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        click.echo(redact(json.dumps(report, indent=2, default=str)))
         return
     console.print(f"events stored: {report['events']}   queue depth: {report['queue_depth']}   "
                   f"oldest pending: {age(report['oldest_pending_age'])}")
@@ -53,7 +56,7 @@ def list_(ctx: Context, destination: str | None, limit: int) -> None:
     table = Table("id", "destination", "lead", "event", "attempts", "when", "error")
     for r in rows:
         table.add_row(str(r["id"]), r["destination"], r["lead_key"], r["event_type"], str(r["attempts"]),
-                      iso(r["updated_at"]) or "", (r["last_error"] or "")[:120])
+                      iso(r["updated_at"]) or "", ctx.config.redactor(r["last_error"] or "")[:120])
     console.print(table if rows else "no dead letters")
 
 
@@ -70,7 +73,8 @@ def show(ctx: Context, delivery_id: int) -> None:
     console.print(f"event {row['event_id']} {row['event_type']} from {row['source']} ({row['origin']}), "
                   f"received {iso(row['received_at'])}")
     if row["last_error"]:
-        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {row['last_error']}", highlight=False)
+        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {ctx.config.redactor(row['last_error'])}",
+                      highlight=False)
     console.print_json(row["lead_json"])
 
 

@@ -10,6 +10,7 @@ import threading
 import click
 
 from connector.cli.app import Context, console, main, pass_ctx
+from connector.errors import ConfigError
 from connector.logs import setup_logging
 
 log = logging.getLogger("connector")
@@ -23,6 +24,18 @@ def warn_if_ephemeral(ctx: Context) -> None:
                   "Attach PostgreSQL and set DATABASE_URL.\n" + "!" * 78)
         click.echo(banner, err=True)
         log.error("SQLite on an ephemeral host: leads will be lost on restart; set DATABASE_URL")
+
+
+def report_mapping_problems(ctx: Context) -> None:
+    """Each mapping that does not load, as `file:line: key: problem`, at start-up. The worker still
+    starts: that destination waits (paused) until its file is fixed, the others deliver."""
+    for name, destination in ctx.config.destinations.items():
+        if not destination.mapping:
+            continue
+        try:
+            ctx.config.load_mapping(name)
+        except ConfigError as exc:
+            log.error("destination %s will wait until its mapping is fixed: %s", name, exc)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -45,6 +58,7 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
 
     setup_logging()
     warn_if_ephemeral(ctx)
+    report_mapping_problems(ctx)
     ctx.store.upgrade()
     stop = threading.Event()
     run_workers(ctx.config, ctx.store, threads or ctx.config.worker.threads, stop)
@@ -72,6 +86,7 @@ def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> No
 
     setup_logging()
     warn_if_ephemeral(ctx)
+    report_mapping_problems(ctx)
     if drain:
         Worker(ctx.config, ctx.store).drain(timeout=timeout)
         return

@@ -17,6 +17,28 @@ from connector.mapping.transforms import TRANSFORMS
 from connector.yamlfile import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+# strftime directives Python documents (C89 and the ISO 8601 ones), with glibc's `-` (no padding) flag.
+_DIRECTIVE = re.compile(r"%-?[aAwdbBmyYHIpMSfzZjUWcxXGuV%]")
+_NAMED_DATE_FORMATS = ("iso", "epoch_ms", "date_epoch_ms")
+
+
+def check_date_format(fmt: str) -> None:
+    """glibc's strftime copies an unknown directive (`%Q`) or a lone `%` through unchanged, so a typo
+    would reach the CRM as text: refuse it here instead."""
+    if fmt in _NAMED_DATE_FORMATS:
+        return
+    leftover = _DIRECTIVE.sub("", fmt)
+    if "%" in leftover:
+        bad = leftover[leftover.index("%"):][:2]
+        raise ValueError(f"date format '{fmt}' has '{bad}', which is not a strftime directive "
+                         "(e.g. %Y-%m-%d %H:%M; write %% for a literal %)")
+
+
+def check_template(template: str) -> None:
+    leftover = PLACEHOLDER.sub("", template)
+    if "{" in leftover or "}" in leftover:
+        raise ValueError(f"template '{template}' has an unbalanced {{ or }}: each placeholder is "
+                         "{lead_field}, and templates cannot hold literal braces")
 
 
 def known_lead_fields() -> set[str]:
@@ -90,6 +112,7 @@ class FieldSpec(BaseModel):
     def _template(cls, value: str | None) -> str | None:
         for path in PLACEHOLDER.findall(value or ""):
             check_path(path)
+        check_template(value or "")
         return value
 
     @field_validator("transforms")
@@ -111,6 +134,8 @@ class FieldSpec(BaseModel):
                                  f"e.g. `- {name}: {20 if transform.arg is int else '%Y-%m-%d'}`")
             if transform.arg is None and arg is not None:
                 raise ValueError(f"transform '{name}' takes no argument: write `- {name}`")
+            if name == "date":
+                check_date_format(arg)
         return steps
 
     @model_validator(mode="after")

@@ -112,6 +112,8 @@ class Marketplace(ABC):
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidPayload(f"body is not valid JSON: {exc}") from None
+        except RecursionError:  # e.g. 100,000 nested arrays: a sender's mistake, not ours
+            raise InvalidPayload("body is nested too deeply to read") from None
         if not isinstance(payload, dict):
             raise InvalidPayload("body must be a JSON object")
         event_type = payload.get(type_field)

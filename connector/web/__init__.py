@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from connector import intake, metrics
@@ -40,7 +41,12 @@ def receive(source: str) -> Any:
     limit = config.body_limit(source)
     if (request.content_length or 0) > limit:
         return _too_large(source, limit)
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except (OSError, ParseException) as exc:  # e.g. gunicorn's InvalidChunkSize for broken chunked framing
+        metrics.REJECTED.labels(source, "invalid_request").inc()
+        log.warning("webhook to %s refused: the body could not be read: %s", source, exc)
+        return problem(400, "invalid_request", "the body could not be read (broken chunked encoding?)")
     if len(body) > limit:
         return _too_large(source, limit)
     secret_index = marketplace.verify(body, request.headers)
@@ -99,11 +105,14 @@ def metrics_endpoint() -> Any:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return problem(401, "unauthorized", "metrics need the bearer token")
-    return Response(metrics.render(store), mimetype="text/plain; version=0.0.4")
+    # Label values are names from the config, but nothing that leaves the process skips the redactor.
+    text = config.redactor.secrets(metrics.render(store).decode())
+    return Response(text, mimetype="text/plain; version=0.0.4")
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "invalid_request"}
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "invalid_request",
+             414: "uri_too_long", 431: "headers_too_large"}
     status = exc.code or 500
     return problem(status, codes.get(status, "invalid_request" if status < 500 else "internal_error"),
                    exc.description or exc.name)

@@ -175,8 +175,8 @@ class Worker:
         verdict: dict[str, Any] = {"delivery_id": item.delivery_id, "state": state, "destination": item.destination,
                                    "lead_key": item.lead_key, "occurred_at": item.occurred_at,
                                    "event_id": item.event_id, **extra}
-        if error is not None:
-            verdict.update(last_error=error[:4000], last_error_code=(code or "")[:100] or None)
+        if error is not None:  # stored, and shown by `status` and `deadletters`: no secret, email or phone
+            verdict.update(last_error=self.config.redactor(error)[:4000], last_error_code=(code or "")[:100] or None)
         return verdict
 
     def _pause_for(self, name: str, error: ConnectorError) -> None:
@@ -187,6 +187,7 @@ class Worker:
             self._pause(name, self.config.worker.config_retry, "config", error.describe())
 
     def _pause(self, name: str, seconds: float, kind: str, reason: str) -> None:
+        reason = self.config.redactor(reason)  # stored and shown by `status`: a CRM's 401 may quote the token
         log.error("destination %s paused for %.0fs (%s): %s", name, seconds, kind, reason)
         self.store.pause(name, time.time() + seconds, kind, reason)
 

@@ -106,7 +106,7 @@ def test_jwt_bearer_with_the_private_key_from_an_env_var(fake: FakeSalesforce, t
                                 "consumer_key": fake.consumer_key, "private_key": "${SF_JWT_KEY}"}},
     }))
     # Platforms often keep a PEM on one line with literal \n: both spellings work.
-    env = {"HOOK_SECRET": "s", "SF_JWT_KEY": private.replace("\n", "\\n")}
+    env = {"HOOK_SECRET": "whsec_salesforce_auth_test", "SF_JWT_KEY": private.replace("\n", "\\n")}
     settings = load_config(config_file, env=env).build_destination("sf").settings
     session = http_session(settings)
     session.mount("https://", ToFake(fake.url))
@@ -141,7 +141,7 @@ def test_secrets_must_come_from_the_environment(tmp_path: Path) -> None:
         "destinations": {"sf": {"type": "salesforce", "username": "u", "password": "plain-text"}},
     }))
     with pytest.raises(ConfigError, match="environment variables"):
-        load_config(config_file, env={"HOOK_SECRET": "s"})
+        load_config(config_file, env={"HOOK_SECRET": "whsec_salesforce_auth_test"})
 
 
 def test_an_expired_session_is_renewed_once_and_the_request_repeated(fake: FakeSalesforce) -> None:

@@ -122,7 +122,7 @@ destinations:
   sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}",
         mapping: sf.yaml}}
 """)
-    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("HOOK", "whsec_salesforce_check_0")
     monkeypatch.setenv("SF_SID", fake.new_session())
     result = CliRunner().invoke(main, ["--config", str(config), "mappings", "check", "--against-crm"])
     assert result.exit_code == 1, result.output
@@ -180,7 +180,7 @@ sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
 destinations:
   sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}"}}
 """)
-    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("HOOK", "whsec_salesforce_check_0")
     monkeypatch.setenv("SF_SID", fake.new_session())
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
