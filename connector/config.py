@@ -109,6 +109,9 @@ class WorkerConfig(Strict):
     backoff_base: float = Field(default=5, gt=0)
     backoff_max: float = Field(default=3600, gt=0)
     config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
+    breaker_threshold: int = Field(default=5, ge=1,
+                                   description="transient failures in a row (5xx, timeouts) after which a destination "
+                                               "is paused and probed with one delivery at a time until it answers")
 
     @field_validator("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval",
                      mode="before")
@@ -121,6 +124,14 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     metrics_token: SecretStr | None = None
     dedupe_days: int = Field(default=30, ge=7, description="how long delivered events are remembered")
+    event_time_tolerance: float = Field(default=300, ge=0,
+                                        description="an event time further ahead of its receipt than this (a wrong "
+                                                    "clock) counts as the receipt time, so it cannot freeze a lead")
+
+    @field_validator("event_time_tolerance", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
 
 
 class DatabaseConfig(Strict):
