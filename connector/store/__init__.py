@@ -333,7 +333,8 @@ class Store:
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
-                           events.c.body, events.c.origin, events.c.received_at)
+                           events.c.body, events.c.origin, events.c.received_at, events.c.occurred_at.label("event_occurred_at"),
+                           events.c.stated_occurred_at)
                  .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
         with self._tx() as conn:
             row = conn.execute(query).first()
