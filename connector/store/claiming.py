@@ -136,13 +136,30 @@ class Claimer:
               AND (next_attempt_at > :after_at OR (next_attempt_at = :after_at AND id > :after_id))
               AND (lease_until IS NULL OR lease_until < :now)
             ORDER BY next_attempt_at, id LIMIT :n{lock}""")
-        self.lead_rows = sa.text("""
-            SELECT id, event_id, lead_key, occurred_at, claims, lease_until, next_attempt_at, force FROM deliveries
-            WHERE destination = :dest AND state = 'pending' AND lead_key IN :keys""").bindparams(
-            sa.bindparam("keys", expanding=True))
-        self.lead_state = sa.text("""
-            SELECT lead_key, last_occurred_at, last_event_id, crm_id FROM lead_state
-            WHERE destination = :dest AND lead_key IN :keys""").bindparams(sa.bindparam("keys", expanding=True))
+        columns = "id, event_id, lead_key, occurred_at, claims, lease_until, next_attempt_at, force, state"
+        if postgres:
+            # One index probe per lead. With no statistics (a fresh database: every index was built on
+            # an empty table and is costed as empty) PostgreSQL planned an IN list, or `state =
+            # 'pending'`, as a walk of the partial due index over every pending row. `OFFSET 0` keeps
+            # the probe per lead; `state IN (...)` does not imply the due index's predicate, so only
+            # ix_deliveries_lead (destination, lead_key, state) can serve it. Measured: 22 ms -> 2 ms
+            # for 200 leads among 100k pending.
+            self.lead_rows = sa.text(f"""
+                SELECT d.* FROM unnest(CAST(:keys AS text[])) AS k(key) CROSS JOIN LATERAL (
+                    SELECT {columns} FROM deliveries
+                    WHERE destination = :dest AND lead_key = k.key AND state IN ('pending', '') OFFSET 0) AS d""")
+            self.lead_state = sa.text("""
+                SELECT s.* FROM unnest(CAST(:keys AS text[])) AS k(key) CROSS JOIN LATERAL (
+                    SELECT lead_key, last_occurred_at, last_event_id, crm_id FROM lead_state
+                    WHERE destination = :dest AND lead_key = k.key OFFSET 0) AS s""")
+        else:
+            self.lead_rows = sa.text(f"""
+                SELECT {columns} FROM deliveries
+                WHERE destination = :dest AND state = 'pending' AND lead_key IN :keys""").bindparams(
+                sa.bindparam("keys", expanding=True))
+            self.lead_state = sa.text("""
+                SELECT lead_key, last_occurred_at, last_event_id, crm_id FROM lead_state
+                WHERE destination = :dest AND lead_key IN :keys""").bindparams(sa.bindparam("keys", expanding=True))
         # A lead another worker is deciding about right now is passed over, never waited for.
         self.try_locks = sa.text("""
             SELECT k FROM unnest(CAST(:keys AS text[])) AS k
@@ -209,6 +226,8 @@ class Claimer:
         # shows as a lease still held (the lead is passed over), never as a state older than its rows.
         rows: dict[str, list[_Row]] = {k: [] for k in keys}
         for r in conn.execute(self.lead_rows, {"dest": destination, "keys": keys}):
+            if r.state != "pending":
+                continue
             leased = r.lease_until is not None and r.lease_until >= now
             rows[r.lead_key].append(_Row(r.id, r.event_id, r.occurred_at, r.claims, leased,
                                          r.next_attempt_at <= now, bool(r.force)))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -76,7 +77,10 @@ deliveries = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("event_id", "destination", name="uq_deliveries_event_destination"),
-    Index("ix_deliveries_due", "destination", "state", "next_attempt_at", "id"),
+    # Only pending rows, in claim order: a claim reads them without sorting, and the planner (even
+    # with no statistics) never prefers it for a lookup by lead, which ix_deliveries_lead serves.
+    Index("ix_deliveries_due", "destination", "next_attempt_at", "id",
+          postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
     Index("ix_deliveries_lead", "destination", "lead_key", "state"),
 )
 

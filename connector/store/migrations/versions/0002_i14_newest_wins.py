@@ -5,7 +5,9 @@
 - `events.stated_occurred_at`: the marketplace's own time when it lay too far in the future and
   the receipt time was used instead.
 - `destination_health`: since when a destination's deliveries keep failing, for status and metrics.
-- `ix_deliveries_due` gains `id`, so a claim reads due rows in index order without sorting them.
+- `ix_deliveries_due` covers pending rows only, as (destination, next_attempt_at, id): a claim reads
+  due rows in index order without sorting them, and a planner with no statistics no longer picks
+  it to look up a lead's rows (measured: it scanned every pending row for that).
 - PostgreSQL only (SQLite ignores lengths): event types and CRM ids are TEXT, so what SQLite
   stores PostgreSQL stores.
 
@@ -29,7 +31,9 @@ def upgrade() -> None:
     with op.batch_alter_table("events") as batch:
         batch.add_column(sa.Column("stated_occurred_at", sa.Float))
     op.drop_index("ix_deliveries_due", table_name="deliveries")
-    op.create_index("ix_deliveries_due", "deliveries", ["destination", "state", "next_attempt_at", "id"])
+    pending = sa.text("state = 'pending'")
+    op.create_index("ix_deliveries_due", "deliveries", ["destination", "next_attempt_at", "id"],
+                    postgresql_where=pending, sqlite_where=pending)
     op.create_table(
         "destination_health",
         sa.Column("destination", sa.String(100), primary_key=True),
