@@ -120,6 +120,9 @@ class WorkerConfig(Strict):
     backoff_base: float = Field(default=5, gt=0, description="first retry after about this long, then doubling")
     backoff_max: float = Field(default=3600, gt=0, description="never wait longer than this between two tries")
     config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
+    breaker_threshold: int = Field(default=5, ge=1,
+                                   description="transient failures in a row (5xx, timeouts) after which a destination "
+                                               "is paused and probed with one delivery at a time until it answers")
 
     @field_validator(*DURATIONS, mode="before")
     @classmethod
@@ -132,6 +135,14 @@ class ServerConfig(Strict):
     metrics_token: SecretStr | None = Field(default=None, description="${VAR}: require `Authorization: Bearer "
                                                                       "<token>` on /metrics")
     dedupe_days: int = Field(default=30, ge=7, description="how long delivered events are remembered")
+    event_time_tolerance: float = Field(default=300, ge=0,
+                                        description="an event time further ahead of its receipt than this (a wrong "
+                                                    "clock) counts as the receipt time, so it cannot freeze a lead")
+
+    @field_validator("event_time_tolerance", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
 
 
 class DatabaseConfig(Strict):

@@ -50,7 +50,22 @@ class QueueCollector(Collector):
         now = time.time()
         for name, pause in status["pauses"].items():
             paused.add_metric([name, pause["kind"]], 1.0 if pause["until"] > now else 0.0)
-        yield from (depth, age, states, dead, paused)
+        failing = GaugeMetricFamily("connector_destination_failing", "1 while a destination's deliveries keep failing",
+                                    labels=["destination"])
+        failures = GaugeMetricFamily("connector_destination_consecutive_failures",
+                                     "Transient delivery failures in a row", labels=["destination"])
+        since = GaugeMetricFamily("connector_destination_failing_since_seconds",
+                                  "Unix time of the first of those failures", labels=["destination"])
+        next_try = GaugeMetricFamily("connector_destination_next_try_seconds",
+                                     "Unix time of the next delivery attempt to a failing destination",
+                                     labels=["destination"])
+        for name, health in status["health"].items():
+            failing.add_metric([name], 1.0)
+            failures.add_metric([name], health["failures"])
+            since.add_metric([name], health["failing_since"])
+            if health["next_try"] is not None:
+                next_try.add_metric([name], health["next_try"])
+        yield from (depth, age, states, dead, paused, failing, failures, since, next_try)
 
 
 def render(store: Store) -> bytes:

@@ -38,7 +38,7 @@ class Context:
     def store(self) -> Any:
         from connector.store import Store
 
-        return Store(self.config.database.url)
+        return Store(self.config.database.url, self.config.server.event_time_tolerance)
 
 
 pass_ctx = click.make_pass_decorator(Context)

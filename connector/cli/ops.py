@@ -19,11 +19,17 @@ from connector.timeutil import age, iso
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Queue depth, deliveries by state per destination, oldest pending age, paused destinations."""
-    report = ctx.store.status()
+    """Queue depth, deliveries by state per destination, oldest pending age, paused and failing destinations."""
+    try:
+        report = ctx.store.status()
+    except ctx.store.database_errors as exc:
+        cause = getattr(exc, "orig", None) or exc
+        fail(f"database unavailable: {type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}", code=1)
     redact = ctx.config.redactor  # reasons stored before redaction existed, or by an older version
     for pause in report["pauses"].values():
         pause["reason"] = redact(pause["reason"] or "")
+    for health in report["health"].values():
+        health["last_error"] = redact(health["last_error"] or "")
     if as_json:
         click.echo(redact(json.dumps(report, indent=2, default=str)))
         return
@@ -34,8 +40,13 @@ def status(ctx: Context, as_json: bool) -> None:
     for name in ctx.config.destinations:
         counts = report["destinations"].get(name, {})
         pause = report["pauses"].get(name)
+        health = report["health"].get(name)
         note = "[green]ok[/]"
-        if pause and pause["until"] > now:
+        if health:
+            retry = f", next try in {age(max(0.0, health['next_try'] - now))}" if health["next_try"] else ""
+            note = (f"[red]failing since {iso(health['failing_since'])} ({health['failures']} failures in a row"
+                    f"{retry}): {health['last_error']}[/]")
+        elif pause and pause["until"] > now:
             note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {pause['reason']}[/]"
         table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
     console.print(table)
@@ -72,6 +83,10 @@ def show(ctx: Context, delivery_id: int) -> None:
                   f"after {row['attempts']} attempts")
     console.print(f"event {row['event_id']} {row['event_type']} from {row['source']} ({row['origin']}), "
                   f"received {iso(row['received_at'])}")
+    if row["stated_occurred_at"] is not None:
+        console.print(f"event time {iso(row['stated_occurred_at'])} as sent: further ahead of its receipt than "
+                      f"server.event_time_tolerance, so the receipt time used instead, "
+                      f"{iso(row['event_occurred_at'])}", highlight=False)
     if row["last_error"]:
         console.print(f"[red]error[/] {row['last_error_code'] or ''}: {ctx.config.redactor(row['last_error'])}",
                       highlight=False)

@@ -1,6 +1,6 @@
 """A generic HTTP CRM: the mapped record as a JSON body, one request per lead.
 
-Every request carries an `Idempotency-Key` that stays the same across retries of one delivery,
+Every request carries an `Idempotency-Key` that stays the same across retries of one delivery (with the same body),
 and, when a signing secret is set, our own HMAC signature so the CRM can trust the sender.
 """
 
@@ -49,7 +49,7 @@ class HttpDestination(Destination):
         s = self.settings
         body = json.dumps(record.payload(), ensure_ascii=False, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **s.headers,
-                   s.idempotency_header: f"{self.name}:{record.delivery_id}",
+                   s.idempotency_header: idempotency_key(self.name, record.delivery_id, body),
                    "X-Lead-Key": record.lead_key, "X-Event-Type": record.event_type}
         if s.signing_secret:
             headers[s.signature_header] = hmac.new(s.signing_secret.encode(), body, hashlib.sha256).hexdigest()
@@ -66,6 +66,13 @@ class HttpDestination(Destination):
 
     def close(self) -> None:
         self.session.close()
+
+
+def idempotency_key(destination: str, delivery_id: int, body: bytes) -> str:
+    """The same for every retry of one delivery with the same body, so a CRM that saves answers per key
+    (as Stripe's API does) writes it once; different once the body changes (a mapping fixed before a
+    dead letter is retried), because such a CRM refuses a key reused with other parameters."""
+    return f"{destination}:{delivery_id}:{hashlib.sha256(body).hexdigest()[:16]}"
 
 
 def _answer_id(response: requests.Response) -> str | None:

@@ -18,6 +18,14 @@ def _empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
+class TransformFailed(Exception):
+    """A transform raised on one lead's value; `Mapping.apply` names the field."""
+
+    def __init__(self, transform: str, reason: str):
+        super().__init__(f"{transform}: {reason}")
+        self.transform, self.reason = transform, reason
+
+
 @dataclass
 class MappedRecord:
     values: dict[str, Any]
@@ -59,7 +67,12 @@ class Mapping:
         """Map one lead (see connector.lead.mapping_input); Permanent if a required field is empty."""
         values: dict[str, Any] = {}
         for name, field in self.fields.items():
-            value = self._value(field, document)
+            try:
+                value = self._value(field, document)
+            except TransformFailed as exc:
+                raise Permanent(f"mapping {self.path.name}: field {name}: transform '{exc.transform}' failed on this "
+                                f"lead's value ({exc.reason}); fix the mapping or the lead, then retry the dead letter",
+                                field=name, code="mapping_transform") from None
             if _empty(value):
                 if field.required:
                     raise Permanent(f"mapping {self.path.name}: field {name} is required but the lead has "
@@ -85,7 +98,10 @@ class Mapping:
         for step in field.transforms:
             name, arg = next(iter(step.items())) if isinstance(step, dict) else (step, None)
             transform = TRANSFORMS[name]
-            value = transform.func(value, arg) if transform.arg is not None else transform.func(value)
+            try:
+                value = transform.func(value, arg) if transform.arg is not None else transform.func(value)
+            except Exception as exc:  # e.g. a date past year 9999: this lead's problem, not the worker's
+                raise TransformFailed(name, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         if field.map is not None and not _empty(value):
             key = str(value)
             value = field.map.get(key, field.otherwise if field.otherwise is not None else value)

@@ -37,8 +37,9 @@ def canonical_lead(lead: dict[str, Any], contact: dict[str, Any] | None = None) 
 
 
 def content_hash(lead: dict[str, Any]) -> str:
-    """A short digest of a lead document: the same lead data always gives the same event key."""
-    return hashlib.sha256(json.dumps(lead, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+    """A digest of a JSON document: the same content, however spelled, always gives the same event key."""
+    text = json.dumps(lead, sort_keys=True, separators=(",", ":"))  # ASCII: lone surrogates escaped, not raised
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ApiSettings(ApiSettingsBase):
@@ -171,8 +172,10 @@ class Leaditio(Marketplace):
         lead_id = str(lead["id"])
         return InboundEvent(
             source=self.source_name,
-            # Leaditio sends no event id: the event, lead and moment identify a delivery.
-            event_key=f"{event_type}:{lead_id}:{timestamp or occurred}",
+            # Leaditio sends no event id, and its timestamps have 1-second resolution: the event, lead,
+            # moment and content identify it. The same body twice is one event; two updates of one
+            # lead in the same second are two. (The store hashes keys too long for its column.)
+            event_key=f"{event_type}:{lead_id}:{timestamp or occurred}:{content_hash(payload)}",
             event_type=event_type,
             occurred_at=occurred,
             lead_id=lead_id,

@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
+from connector.store.claiming import Batch, Claimed, Claimer, Superseded
 from connector.store.engine import GroupCommit, WriterLock, make_engine
-from connector.store.eventlog import EventLog, Recorded, lead_key
+from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
 from connector.store.schema import (
     DEAD,
     DELIVERED,
@@ -29,30 +29,14 @@ from connector.store.schema import (
     STATES,
     backfill_checkpoints,
     deliveries,
+    destination_health,
     destination_pauses,
     events,
     lead_state,
 )
 
-__all__ = ["Claimed", "Recorded", "Store", "StoreUnavailable", "lead_key"]
+__all__ = ["Batch", "Claimed", "Recorded", "Store", "StoreUnavailable", "Superseded", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery a worker holds the lease on, with what it needs to map and send it."""
-
-    delivery_id: int
-    event_id: int
-    destination: str
-    lead_key: str
-    attempts: int
-    occurred_at: float
-    force: bool
-    first_failed_at: float | None
-    source: str
-    event_type: str
-    lead: dict[str, Any]
 
 
 class StoreUnavailable(Exception):
@@ -60,7 +44,8 @@ class StoreUnavailable(Exception):
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, future_tolerance: float = DEFAULT_FUTURE_TOLERANCE):
+        """`future_tolerance`: how far ahead of its receipt an event's time may lie (server.event_time_tolerance)."""
         self.url = url
         self.engine = make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -73,8 +58,11 @@ class Store:
         else:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
-        self._events = EventLog(self.engine.dialect.paramstyle)
-        self._database_errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
+        self._events = EventLog(self.engine.dialect.paramstyle, future_tolerance)
+        self._claimer = Claimer(self.is_postgres)
+        # What "the database is unavailable" looks like, for callers that must tell it from a bug.
+        self.database_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,
+                                                                 self.engine.dialect.loaded_dbapi.Error)
         self._group = None if self.is_postgres else GroupCommit(
             self.engine, self._writer, self._events.record,
             wal_path=f"{sqlite_file}-wal" if sqlite_file else None)
@@ -130,7 +118,7 @@ class Store:
                 return self._group.submit(event, destinations, body, signature_index)
             with self._tx() as conn:
                 return self._events.record(conn.connection.cursor(), event, destinations, body, signature_index)
-        except self._database_errors as exc:
+        except self.database_errors as exc:
             cause = getattr(exc, "orig", None) or exc  # the driver's own words, never the statement's values
             first_line = (str(cause).splitlines() or [""])[0]
             raise StoreUnavailable(f"{type(cause).__name__}: {first_line}") from exc
@@ -153,60 +141,41 @@ class Store:
         """The newest stored lead document per id (for a backfill deciding what it must fetch)."""
         if not lead_ids:
             return {}
+        stored = {stored_lead_id(i): i for i in lead_ids}
         newest = (sa.select(events.c.lead_id, sa.func.max(events.c.occurred_at).label("at"))
-                  .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids)))
+                  .where(events.c.source == source, events.c.lead_id.in_(list(stored)))
                   .group_by(events.c.lead_id).subquery())
         query = (sa.select(events.c.lead_id, events.c.lead_json)
                  .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
                                        events.c.occurred_at == newest.c.at))
                  .where(events.c.source == source))
         with self._tx() as conn:
-            return {row.lead_id: json.loads(row.lead_json) for row in conn.execute(query)}
+            return {stored.get(row.lead_id, row.lead_id): json.loads(row.lead_json) for row in conn.execute(query)}
 
     def delivered_destinations(self, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
         """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
         if not lead_ids:
             return {}
+        stored = {stored_lead_id(i): i for i in lead_ids}
         query = (sa.select(events.c.lead_id, deliveries.c.destination).distinct()
                  .join(deliveries, deliveries.c.event_id == events.c.id)
-                 .where(events.c.source == source, events.c.lead_id.in_(list(lead_ids))))
+                 .where(events.c.source == source, events.c.lead_id.in_(list(stored))))
         out: dict[str, set[str]] = {}
         with self._tx() as conn:
             for row in conn.execute(query):
-                out.setdefault(row.lead_id, set()).add(row.destination)
+                out.setdefault(stored.get(row.lead_id, row.lead_id), set()).add(row.destination)
         return out
 
     # --- out: claiming and settling deliveries ----------------------------------------
-    def claim(self, destination: str, limit: int, owner: str, lease: float) -> list[Claimed]:
-        """Lease up to `limit` due deliveries, at most one per lead (the oldest), in order."""
+    def claim(self, destination: str, limit: int, owner: str, lease: float) -> Batch:
+        """Lease up to `limit` due deliveries, at most one per lead, newest data winning (see claiming.py).
+
+        Deliveries that a newer event of their lead makes pointless are settled `stale` in the
+        same transaction and returned as `superseded`.
+        """
         now = time.time()
-        lock = "FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
-        sql = sa.text(f"""
-            UPDATE deliveries SET lease_owner = :owner, lease_until = :until
-            WHERE id IN (
-                SELECT d.id FROM deliveries d
-                WHERE d.destination = :dest AND d.state = 'pending' AND d.next_attempt_at <= :now
-                  AND (d.lease_until IS NULL OR d.lease_until < :now)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM deliveries e
-                      WHERE e.destination = d.destination AND e.lead_key = d.lead_key AND e.state = 'pending'
-                        AND (e.occurred_at < d.occurred_at OR (e.occurred_at = d.occurred_at AND e.id < d.id)))
-                ORDER BY d.next_attempt_at, d.id
-                LIMIT :limit {lock})
-            RETURNING id""")
         with self._tx() as conn:
-            ids = [row[0] for row in conn.execute(sql, {"owner": owner, "until": now + lease, "dest": destination,
-                                                         "now": now, "limit": limit})]
-            if not ids:
-                return []
-            rows = conn.execute(
-                sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.lead_key, deliveries.c.attempts,
-                          deliveries.c.occurred_at, deliveries.c.force, deliveries.c.first_failed_at,
-                          events.c.source, events.c.event_type, events.c.lead_json)
-                .join(events, events.c.id == deliveries.c.event_id)
-                .where(deliveries.c.id.in_(ids)).order_by(deliveries.c.occurred_at, deliveries.c.id))
-            return [Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at, bool(r.force),
-                            r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json)) for r in rows]
+            return self._claimer.claim(conn, destination, limit, owner, now + lease, now)
 
     def due_count(self, destinations: Sequence[str], before: float | None = None) -> int:
         """Deliveries due by `before` (default now; leased ones included), of destinations not paused."""
@@ -255,12 +224,14 @@ class Store:
         stmt = self._insert(lead_state).values(destination=destination, lead_key=key, last_occurred_at=occurred_at,
                                                last_event_id=event_id, crm_id=crm_id, updated_at=now)
         excluded = stmt.excluded
+        # Only a newer event moves the state on (a forced replay of an older one does not): ties by event id.
+        newer = sa.or_(excluded.last_occurred_at > lead_state.c.last_occurred_at,
+                       sa.and_(excluded.last_occurred_at == lead_state.c.last_occurred_at,
+                               excluded.last_event_id > sa.func.coalesce(lead_state.c.last_event_id, 0)))
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[lead_state.c.destination, lead_state.c.lead_key],
-            set_={"last_occurred_at": sa.func.max(lead_state.c.last_occurred_at, excluded.last_occurred_at)
-                  if not self.is_postgres else sa.func.greatest(lead_state.c.last_occurred_at,
-                                                                excluded.last_occurred_at),
-                  "last_event_id": excluded.last_event_id,
+            set_={"last_occurred_at": sa.case((newer, excluded.last_occurred_at), else_=lead_state.c.last_occurred_at),
+                  "last_event_id": sa.case((newer, excluded.last_event_id), else_=lead_state.c.last_event_id),
                   "crm_id": sa.func.coalesce(excluded.crm_id, lead_state.c.crm_id),
                   "updated_at": excluded.updated_at}))
 
@@ -291,6 +262,39 @@ class Store:
         with self._tx() as conn:
             return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_pauses))}
 
+    # --- health: a destination whose deliveries keep failing ----------------------------
+    def record_failures(self, destination: str, count: int, error: str, next_try: float | None) -> dict[str, Any]:
+        """Add `count` transient failures in a row (`error`: the last, already redacted); returns the health row."""
+        now = time.time()
+        stmt = self._insert(destination_health).values(destination=destination, failing_since=now, failures=count,
+                                                       last_error=error[:2000], next_try=next_try, updated_at=now)
+        with self._tx() as conn:
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[destination_health.c.destination],
+                set_={"failures": destination_health.c.failures + stmt.excluded.failures,
+                      "last_error": stmt.excluded.last_error, "next_try": stmt.excluded.next_try,
+                      "updated_at": stmt.excluded.updated_at}))
+            row = conn.execute(sa.select(destination_health)
+                               .where(destination_health.c.destination == destination)).one()
+            return dict(row._mapping)
+
+    def set_next_try(self, destination: str, next_try: float) -> None:
+        with self._tx() as conn:
+            conn.execute(destination_health.update().where(destination_health.c.destination == destination)
+                         .values(next_try=next_try))
+
+    def record_success(self, destination: str) -> bool:
+        """The destination answered: forget its failures and any outage pause. True if it was failing."""
+        with self._tx() as conn:
+            conn.execute(destination_pauses.delete().where(destination_pauses.c.destination == destination,
+                                                           destination_pauses.c.kind == "outage"))
+            return conn.execute(destination_health.delete()
+                                .where(destination_health.c.destination == destination)).rowcount > 0
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        with self._tx() as conn:
+            return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_health))}
+
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -312,6 +316,7 @@ class Store:
             "oldest_pending_age": max((now - first for _, first in oldest), default=None),
             "destinations": per_dest,
             "pauses": self.pauses(),
+            "health": self.health(),
         }
 
     def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
@@ -328,7 +333,8 @@ class Store:
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
-                           events.c.body, events.c.origin, events.c.received_at)
+                           events.c.body, events.c.origin, events.c.received_at, events.c.occurred_at.label("event_occurred_at"),
+                           events.c.stated_occurred_at)
                  .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
         with self._tx() as conn:
             row = conn.execute(query).first()
@@ -355,7 +361,7 @@ class Store:
         with self._tx() as conn:
             if event_id is None:
                 event_id = conn.execute(
-                    sa.select(events.c.id).where(events.c.lead_id == lead_id, events.c.deliverable.is_(True),
+                    sa.select(events.c.id).where(events.c.lead_id == stored_lead_id(lead_id or ""), events.c.deliverable.is_(True),
                                                  *([events.c.source == source] if source else []))
                     .order_by(events.c.occurred_at.desc(), events.c.id.desc()).limit(1)).scalar()
                 if event_id is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from typing import Any
 from connector.lead import InboundEvent
 from connector.store.schema import PENDING
 
-EVENT_COLUMNS = ("source", "event_key", "body_sha256", "event_type", "lead_id", "occurred_at", "received_at",
-                 "origin", "deliverable", "signature_index", "lead_json", "body")
+EVENT_COLUMNS = ("source", "event_key", "body_sha256", "event_type", "lead_id", "occurred_at", "stated_occurred_at",
+                 "received_at", "origin", "deliverable", "signature_index", "lead_json", "body")
 DELIVERY_COLUMNS = ("event_id", "destination", "lead_key", "occurred_at", "state", "attempts", "next_attempt_at",
                     "force", "created_at", "updated_at")
-EVENT_KEY_LENGTH = 400  # the events.event_key column
+EVENT_KEY_LENGTH = 400  # the events.event_key and deliveries.lead_key columns
+LEAD_ID_LENGTH = 200  # the events.lead_id column
+DEFAULT_FUTURE_TOLERANCE = 300.0  # server.event_time_tolerance's default
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -33,8 +36,29 @@ class Recorded:
     deliveries: int = 0
 
 
+def storable(text: str, limit: int | None = None) -> str:
+    """`text` as both databases store it alike: no NUL (PostgreSQL refuses it in text), no lone
+    surrogate (no UTF-8 for it), and, when longer than `limit`, its SHA-256 rather than a cut:
+    two long ids that share a beginning stay two ids.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(text) > limit:
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text
+
+
+def stored_lead_id(lead_id: str) -> str:
+    return storable(lead_id, LEAD_ID_LENGTH)
+
+
 def lead_key(source: str, lead_id: str | None, event_key: str) -> str:
-    return f"{source}:{lead_id}" if lead_id else f"{source}:event:{event_key}"
+    key = f"{source}:{stored_lead_id(lead_id)}" if lead_id else f"{source}:event:{storable(event_key)}"
+    return storable(key, EVENT_KEY_LENGTH)
 
 
 class EventLog:
@@ -44,7 +68,8 @@ class EventLog:
     parameter up by a freshly made string, which on this path cost more than the values themselves.
     """
 
-    def __init__(self, paramstyle: str):
+    def __init__(self, paramstyle: str, future_tolerance: float = DEFAULT_FUTURE_TOLERANCE):
+        self.future_tolerance = future_tolerance
         mark = "%s" if paramstyle in ("format", "pyformat") else "?"
 
         def insert(table: str, columns: Sequence[str]) -> str:
@@ -56,11 +81,19 @@ class EventLog:
 
     def record(self, cursor: Any, event: InboundEvent, destinations: Sequence[str], body: bytes,
                signature_index: int | None) -> Recorded:
-        """Store the event once (a repeat of its key or body is a duplicate) and, if new, its deliveries."""
+        """Store the event once (a repeat of its key or body is a duplicate) and, if new, its deliveries.
+
+        An event time more than `future_tolerance` ahead of now counts as now (and the stated time
+        is kept): one event stamped years ahead would otherwise make every later one look stale.
+        """
         now = time.time()
-        event_key, body_sha256 = event.event_key[:EVENT_KEY_LENGTH], hashlib.sha256(body).hexdigest()
+        event_key, body_sha256 = storable(event.event_key, EVENT_KEY_LENGTH), hashlib.sha256(body).hexdigest()
+        occurred_at, stated = event.occurred_at, None
+        if not occurred_at <= now + self.future_tolerance:  # also NaN
+            occurred_at, stated = now, (occurred_at if math.isfinite(occurred_at) else None)
+        lead_id = stored_lead_id(event.lead_id) if event.lead_id else event.lead_id
         cursor.execute(self.insert_event, (  # in EVENT_COLUMNS order
-            event.source, event_key, body_sha256, event.event_type, event.lead_id, event.occurred_at, now,
+            event.source, event_key, body_sha256, storable(event.event_type), lead_id, occurred_at, stated, now,
             event.origin, event.deliverable, signature_index, _compact_json(event.lead), body))
         inserted = cursor.fetchall()  # to the end: SQLite commits only once no statement is running
         if not inserted:
@@ -72,5 +105,5 @@ class EventLog:
         key = lead_key(event.source, event.lead_id, event.event_key)
         for name in targets:  # in DELIVERY_COLUMNS order; mostly one or two, where executemany costs more
             cursor.execute(self.insert_delivery,
-                           (event_id, name, key, event.occurred_at, PENDING, 0, now, False, now, now))
+                           (event_id, name, key, occurred_at, PENDING, 0, now, False, now, now))
         return Recorded(event_id, duplicate=False, deliveries=len(targets))

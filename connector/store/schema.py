@@ -3,7 +3,8 @@
 - `events`: every accepted webhook (raw body kept) or backfilled lead; also the dedupe ledger.
 - `deliveries`: one row per (event, destination), with its state, attempts, lease and last error.
 - `lead_state`: per (destination, lead) what was last applied: stale-update protection and the CRM id.
-- `destination_pauses`: destinations waiting on a config fix, a login or a daily quota.
+- `destination_pauses`: destinations waiting on a config fix, a login, a daily quota or an outage.
+- `destination_health`: per destination, since when its deliveries keep failing transiently, and why.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -37,9 +39,10 @@ events = Table(
     Column("source", String(100), nullable=False),
     Column("event_key", String(400), nullable=False),
     Column("body_sha256", String(64), nullable=False),
-    Column("event_type", String(100), nullable=False),
+    Column("event_type", Text, nullable=False),  # kept whole: PostgreSQL refused long ones (0002)
     Column("lead_id", String(200)),
-    Column("occurred_at", Float, nullable=False),
+    Column("occurred_at", Float, nullable=False),  # the marketplace's time, at most the tolerance ahead of receipt
+    Column("stated_occurred_at", Float),  # the marketplace's time when it was further ahead, and so replaced
     Column("received_at", Float, nullable=False),
     Column("origin", String(20), nullable=False),
     Column("deliverable", Boolean, nullable=False),
@@ -61,18 +64,23 @@ deliveries = Table(
     Column("occurred_at", Float, nullable=False),
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    # Times a worker leased it: once claimed, the CRM may hold its data even if no answer came back.
+    Column("claims", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("lease_owner", String(100)),
     Column("lease_until", Float),
     Column("first_failed_at", Float),
     Column("last_error", Text),
     Column("last_error_code", String(100)),
-    Column("crm_id", String(200)),
+    Column("crm_id", Text),
     Column("force", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("event_id", "destination", name="uq_deliveries_event_destination"),
-    Index("ix_deliveries_due", "destination", "state", "next_attempt_at"),
+    # Only pending rows, in claim order: a claim reads them without sorting, and the planner (even
+    # with no statistics) never prefers it for a lookup by lead, which ix_deliveries_lead serves.
+    Index("ix_deliveries_due", "destination", "next_attempt_at", "id",
+          postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
     Index("ix_deliveries_lead", "destination", "lead_key", "state"),
 )
 
@@ -82,7 +90,7 @@ lead_state = Table(
     Column("lead_key", String(400), primary_key=True),
     Column("last_occurred_at", Float, nullable=False),
     Column("last_event_id", Id),
-    Column("crm_id", String(200)),
+    Column("crm_id", Text),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -92,6 +100,16 @@ destination_pauses = Table(
     Column("until", Float, nullable=False),
     Column("kind", String(20), nullable=False),  # "config" or "rate_limit"
     Column("reason", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+destination_health = Table(
+    "destination_health", metadata,
+    Column("destination", String(100), primary_key=True),
+    Column("failing_since", Float, nullable=False),
+    Column("failures", Integer, nullable=False),  # consecutive transient failures, reset by any success
+    Column("last_error", Text, nullable=False),  # redacted: no phone, email or secret
+    Column("next_try", Float),
     Column("updated_at", Float, nullable=False),
 )
 

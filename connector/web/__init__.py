@@ -126,7 +126,7 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
 def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
     """The receiver app; without arguments it reads the config file named by CONNECTOR_CONFIG."""
     config = config or load_config()
-    store = store or Store(config.database.url)
+    store = store or Store(config.database.url, config.server.event_time_tolerance)
     app = Flask(__name__)
     # Flask's own cap, for chunked bodies that announce no length; per-source limits are checked above.
     app.config["MAX_CONTENT_LENGTH"] = max([config.body_limit(name) for name in config.sources] or [0])

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from connector.config import Config
@@ -32,8 +33,10 @@ from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
 from connector.store import Claimed, Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
+from connector.timeutil import iso
 
 log = logging.getLogger("connector.worker")
+OUTAGE = "outage"  # the pause kind of a destination whose deliveries keep failing (the circuit breaker)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -68,6 +71,17 @@ class MappingCache:
         return self._result
 
 
+@dataclass
+class Work:
+    """A claimed batch for one destination, and what delivering it needs."""
+
+    destination: str
+    mapping: Mapping
+    items: list[Claimed]
+    superseded: int  # settled stale by the claim
+    resumed: bool  # a pause ran out just before: a success lifts it
+
+
 class Worker:
     def __init__(self, config: Config, store: Store, owner: str | None = None):
         self.config = config
@@ -75,60 +89,87 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._destinations: dict[str, Destination] = {}
         self._mappings = {name: MappingCache(config, name) for name in config.destinations}
+        self._database_down = False
+        self._last_failure: dict[str, str] = {}
 
     # --- one batch ------------------------------------------------------------------
     def run_once(self, name: str) -> int:
         """Deliver one batch to destination `name`; returns how many deliveries were settled."""
+        work = self.take(name)
+        return self.deliver(work) if work is not None else 0
+
+    def take(self, name: str) -> Work | None:
+        """Claim a batch for `name`: none while it is paused, one delivery (a probe) after an outage pause."""
         pause = self.store.pauses().get(name)
         if pause and pause["until"] > time.time():
-            return 0
+            return None
         try:
             mapping = self._mappings[name].get()
         except ConfigError as exc:
             self._pause(name, self.config.worker.config_retry, "config", f"mapping error: {exc}")
-            return 0
-        claimed = self.store.claim(name, self.config.batch_size(name), self.owner, self.config.worker.lease)
-        if not claimed:
-            return 0
-        known = self.store.lead_states(name, [c.lead_key for c in claimed])
+            return None
+        probing = bool(pause) and pause["kind"] == OUTAGE
+        limit = 1 if probing else self.config.batch_size(name)
+        batch = self.store.claim(name, limit, self.owner, self.config.worker.lease)
+        for item in batch.superseded:
+            DELIVERY_OUTCOMES.labels(name, STALE).inc()
+            log.info("delivery %s of %s to %s: stale: event %s of this lead is newer (%s)", item.delivery_id,
+                     item.lead_key, name, item.newer_event_id, item.reason)
+        if not batch.claimed and not batch.superseded:
+            return None
+        return Work(name, mapping, batch.claimed, len(batch.superseded), resumed=pause is not None)
+
+    def deliver(self, work: Work) -> int:
+        """Map each lead on its own, send what mapped, settle every verdict; one lead's failure is its own."""
         verdicts: list[dict[str, Any]] = []
         records: list[OutboundRecord] = []
-        by_id: dict[int, Claimed] = {c.delivery_id: c for c in claimed}
-        for item in claimed:
-            applied = known.get(item.lead_key)
-            if applied and not item.force and item.occurred_at < applied[0]:
-                verdicts.append(self._verdict(item, STALE, error="an event newer than this one was already applied"))
-                continue
+        by_id: dict[int, Claimed] = {c.delivery_id: c for c in work.items}
+        for item in work.items:
             try:
-                records.append(self._record(item, mapping, applied))
+                records.append(self._record(item, work.mapping))
             except Permanent as exc:
                 verdicts.append(self._failed(item, exc))
+            except Exception as exc:  # a transform bug, say: only this lead waits for a fix, as a dead letter
+                verdicts.append(self._failed(item, Permanent(
+                    f"mapping {work.mapping.path.name} could not map this lead: {type(exc).__name__}: "
+                    f"{self.config.redactor(str(exc))[:300]}", code="mapping_error")))
         if records:
-            verdicts.extend(self._send(name, records, by_id, was_paused=pause is not None))
-        self.store.settle(self.owner, [v for v in verdicts if v])
-        return len(claimed)
+            verdicts.extend(self._send(work, records, by_id))
+        self.store.settle(self.owner, verdicts)
+        return len(work.items) + work.superseded
 
-    def _record(self, item: Claimed, mapping: Mapping, applied: tuple[float, str | None] | None) -> OutboundRecord:
+    def _record(self, item: Claimed, mapping: Mapping) -> OutboundRecord:
         marketplace = self.config.sources[item.source].marketplace if item.source in self.config.sources else ""
         mapped = mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,
                                              marketplace=marketplace))
         return OutboundRecord(delivery_id=item.delivery_id, lead_key=item.lead_key, event_type=item.event_type,
-                              values=mapped.values, policies=mapped.policies, known=applied is not None,
-                              crm_id=applied[1] if applied else None)
+                              values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id)
 
-    def _send(self, name: str, records: list[OutboundRecord], by_id: dict[int, Claimed],
-              was_paused: bool) -> list[dict[str, Any]]:
+    def _call(self, name: str, records: list[OutboundRecord]) -> list[Outcome]:
+        """One Outcome per record. A batch that raises unexpectedly is split in halves, sent again, until
+        the record behind it stands alone: the rest of the batch is delivered, that one retries."""
         try:
             outcomes = self._destination(name).send(records)
         except ConnectorError as exc:
-            outcomes = [Outcome(r.delivery_id, error=exc) for r in records]
-        except Exception as exc:  # a bug or an unexpected library error: keep the lead, retry later
-            log.exception("destination %s failed unexpectedly", name)
-            outcomes = [Outcome(r.delivery_id, error=Retryable(f"unexpected error: {type(exc).__name__}: {exc}"))
-                        for r in records]
+            return [Outcome(r.delivery_id, error=exc) for r in records]
+        except Exception as exc:  # a bug or an unexpected library error: keep the leads, find the one
+            if len(records) > 1:
+                log.warning("destination %s failed unexpectedly on a batch of %d (%s); sending it in halves to "
+                            "find the lead behind it", name, len(records), type(exc).__name__)
+                half = len(records) // 2
+                return self._call(name, records[:half]) + self._call(name, records[half:])
+            log.error("destination %s failed unexpectedly on delivery %s: %s: %s", name, records[0].delivery_id,
+                      type(exc).__name__, exc)
+            log.debug("the failure in full", exc_info=True)
+            return [Outcome(records[0].delivery_id, error=Retryable(
+                f"unexpected error: {type(exc).__name__}: {self.config.redactor(str(exc))[:500]}", code="unexpected"))]
         answered = {o.delivery_id for o in outcomes}
-        outcomes += [Outcome(r.delivery_id, error=Retryable("the destination gave no result for this record"))
-                     for r in records if r.delivery_id not in answered]
+        return outcomes + [Outcome(r.delivery_id, error=Retryable("the destination gave no result for this record"))
+                           for r in records if r.delivery_id not in answered]
+
+    def _send(self, work: Work, records: list[OutboundRecord], by_id: dict[int, Claimed]) -> list[dict[str, Any]]:
+        name = work.destination
+        outcomes = self._call(name, records)
         verdicts = []
         paused = False
         for outcome in outcomes:
@@ -143,9 +184,37 @@ class Worker:
                 self.store.release(self.owner, [item.delivery_id], time.time())
             else:
                 verdicts.append(self._failed(item, outcome.error))
-        if was_paused and not paused and any(o.ok for o in outcomes):
-            self.store.unpause(name)  # the problem behind the (expired) pause is gone
+        if any(o.ok for o in outcomes):
+            if self.store.record_success(name):
+                log.warning("destination %s answers again: delivering at full speed", name)
+            if work.resumed and not paused:
+                self.store.unpause(name)  # the problem behind the (expired) pause is gone
+        else:
+            self._note_failures(name, outcomes, verdicts)
         return verdicts
+
+    def _note_failures(self, name: str, outcomes: list[Outcome], verdicts: list[dict[str, Any]]) -> None:
+        """Transient failures in a row make a destination failing; past the threshold it is paused and
+        probed with one delivery at a time (a circuit breaker), with growing waits, until it answers."""
+        transient = [o.error for o in outcomes if isinstance(o.error, Retryable) and not isinstance(o.error, RateLimited)]
+        if not transient:
+            return
+        retries = [v["next_attempt_at"] for v in verdicts if v["state"] == PENDING and "next_attempt_at" in v]
+        last = self.config.redactor(transient[-1].describe())
+        health = self.store.record_failures(name, len(transient), last, min(retries, default=None))
+        threshold = self.config.worker.breaker_threshold
+        if health["failures"] < threshold:
+            return
+        wait = backoff(health["failures"] - threshold + 1, self.config.worker.backoff_base,
+                       self.config.worker.backoff_max)
+        was_open = (self.store.pauses().get(name) or {}).get("kind") == OUTAGE
+        if not was_open:
+            log.error("destination %s failing since %s (%d failures in a row, last: %s): paused, then probed with "
+                      "one delivery at a time until it answers", name, iso(health["failing_since"]),
+                      health["failures"], last)
+        self.store.pause(name, time.time() + wait, OUTAGE,
+                         f"{health['failures']} failures in a row; probing with one delivery; last: {last}")
+        self.store.set_next_try(name, time.time() + wait)
 
     # --- verdicts ---------------------------------------------------------------------
     def _failed(self, item: Claimed, error: ConnectorError | None) -> dict[str, Any]:
@@ -197,13 +266,39 @@ class Worker:
         return self._destinations[name]
 
     # --- loops -----------------------------------------------------------------------
+    def round(self, names: list[str]) -> int:
+        """One pass over the destinations; never raises. With the database down it says so once, and
+        once more when it is back, instead of a traceback per poll."""
+        busy = 0
+        for name in names:
+            try:
+                busy += self.run_once(name)
+            except self.store.database_errors as exc:
+                if not self._database_down:
+                    cause = getattr(exc, "orig", None) or exc
+                    log.error("database unavailable (%s: %s); deliveries wait until it answers",
+                              type(cause).__name__, (str(cause).splitlines() or [""])[0])
+                    self._database_down = True
+                return 0
+            except Exception as exc:  # a bug: this destination waits, the others go on
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self._last_failure.get(name):
+                    log.exception("delivering to %s failed unexpectedly; trying again", name)
+                    self._last_failure[name] = text
+                continue
+            self._last_failure.pop(name, None)
+        if self._database_down:
+            log.warning("database reachable again; delivering")
+            self._database_down = False
+        return busy
+
     def drain(self, destinations: Iterable[str] | None = None, timeout: float = 60.0) -> None:
         """Deliver until nothing falls due within `timeout` (tests, benchmarks, `worker --drain`)."""
         names = list(destinations or self.config.destinations)
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout
         while time.monotonic() < deadline:
-            if sum(self.run_once(n) for n in names) == 0:
+            if self.round(names) == 0:
                 if self.store.due_count(names, before=wall_deadline) == 0:
                     return
                 time.sleep(0.02)
@@ -211,12 +306,7 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         names = list(self.config.destinations)
         while not stop.is_set():
-            try:
-                busy = sum(self.run_once(n) for n in names)
-            except Exception:  # the database went away, say: keep the worker alive and try again
-                log.exception("worker loop failed; retrying")
-                busy = 0
-            if not busy:
+            if not self.round(names):
                 stop.wait(self.config.worker.poll_interval)
         self.close()
 
