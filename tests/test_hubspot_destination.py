@@ -103,7 +103,27 @@ def test_new_leads_become_contacts_one_call_per_100(hubspot: HubSpotDestination,
     assert props["leaditio_budget_min"] == "100000" and props["leaditio_budget_max"] == "150000"
     sent = fake.bodies[-2]["inputs"][0]
     assert sent["idProperty"] == "leaditio_lead_id" and sent["objectWriteTraceId"] == "1"
-    assert "leaditio_lead_id" not in sent["properties"]
+    assert sent["properties"]["leaditio_lead_id"] == "leaditio:lead_00001"  # results match by it
+    assert all("objectWriteTraceId" not in r for r in fake.bodies[-2].get("results", []))
+
+
+def test_updates_settle_in_one_call_with_their_contact_ids(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                           mapping: Mapping) -> None:
+    """Issue 16: HubSpot answers an update batch 200 with shuffled results and no trace ids; every
+    record settles at once, each with its own contact (the mapping writes the id property on_create)."""
+    first = by_id(hubspot.send([record(mapping, n) for n in range(1, 23)]))
+    upserts = fake.count("/batch/upsert")
+    updated = by_id(hubspot.send([record(mapping, n, delivery_id=100 + n, event="lead.updated", known=True,
+                                         score=50 + n) for n in range(1, 23)]))
+    assert fake.count("/batch/upsert") - upserts == 1
+    assert all(o.ok and o.created is False for o in updated.values())
+    assert {n: updated[100 + n].crm_id for n in range(1, 23)} == {n: first[n].crm_id for n in range(1, 23)}
+    sent = fake.bodies[-1]["inputs"]
+    assert all(i["properties"]["leaditio_lead_id"] == i["id"] for i in sent)
+    assert "lifecyclestage" not in sent[0]["properties"]  # on_create fields stay out of updates
+    for n in range(1, 23):
+        contact = fake.contacts[first[n].crm_id]
+        assert contact["properties"]["leaditio_score"] == str(50 + n)
 
 
 def test_sending_again_updates_never_duplicates(hubspot: HubSpotDestination, fake: FakeHubSpot,
@@ -176,6 +196,8 @@ def test_multi_status_fails_only_the_bad_record(hubspot: HubSpotDestination, fak
     assert isinstance(error, Permanent) and error.code == "INVALID_EMAIL" and error.field == "email"
     assert "Email address t***@gmail is invalid" in error.message  # HubSpot's words, the address masked
     assert fake.count("/batch/upsert", 207) == 1
+    for n in (1, 2, 4, 5):  # the accepted ones carry their own contact id, though results come shuffled
+        assert outcomes[n].crm_id == fake.find("leaditio_lead_id", f"leaditio:lead_{n:05d}")["id"]
 
 
 def test_whole_batch_400_isolates_the_bad_record_and_resends_the_rest(server: str, token: str, fake: FakeHubSpot,
