@@ -97,7 +97,7 @@ def test_new_leads_become_contacts_one_call_per_100(hubspot: HubSpotDestination,
     contact = fake.find("leaditio_lead_id", "leaditio:lead_00007")
     assert contact is not None and outcomes[6].crm_id == contact["id"]
     props = contact["properties"]
-    assert props["phone"] == "+27823456789" and props["firstname"] == "Thabo" and props["email"] == "lead7@example.com"
+    assert props["phone"] == "+27823456789" and props["firstname"] == "thabo" and props["email"] == "lead7@example.com"
     assert props["lifecyclestage"] == "lead" and props["hs_lead_status"] == "NEW"
     assert props["leaditio_tier"] == "hot" and props["leaditio_score"] == "87"
     assert props["leaditio_budget_min"] == "100000" and props["leaditio_budget_max"] == "150000"
