@@ -27,7 +27,12 @@ from simple_salesforce.exceptions import (
 
 from connector.destinations._salesforce_auth import http_session, login
 from connector.destinations._salesforce_check import mapping_problems
-from connector.destinations._salesforce_setup import PERMISSION_SET, custom_field_metadata, describe_metadata
+from connector.destinations._salesforce_setup import (
+    PERMISSION_SET,
+    custom_field_metadata,
+    describe_metadata,
+    setup_failure,
+)
 from connector.destinations.base import (
     Destination,
     DestinationSettings,
@@ -376,7 +381,8 @@ class SalesforceDestination(Destination):
         code = first.get("errorCode")
         message = first.get("message") or _text(exc.content) or f"HTTP {exc.status}"
         fields = first.get("fields") or []
-        if exc.status == 404 and code in (None, "NOT_FOUND"):
+        if exc.status == 404 and code in (None, "NOT_FOUND") and \
+                f"/{self.settings.external_id_field}" in str(getattr(exc, "url", "")):  # an upsert by external id
             message += (f" (is there an object {self.settings.object} with an External ID field "
                         f"{self.settings.external_id_field}, visible to this user?)")
         return classify(REMOTE, status=exc.status, code=code, message=message,
@@ -482,7 +488,14 @@ class SalesforceDestination(Destination):
 
         s = self.settings
         self._describes.pop(s.object, None)
-        have = {f["name"].lower() for f in self.describe().get("fields", [])}
+        try:
+            have = {f["name"].lower() for f in self.describe().get("fields", [])}
+        except SalesforceError as exc:
+            if exc.status != 404:
+                raise
+            raise ConfigProblem(f"Salesforce has no object '{s.object}' that this user can see (HTTP 404 on its "
+                                f"describe): check `object:` in the destination's settings, and that the user's "
+                                f"profile can read {s.object} records", code="NOT_FOUND", status=404) from None
         wanted = {n: spec for n, spec in mapping.fields.items() if spec.update is not UpdatePolicy.never}
         if not any(n.lower() == s.external_id_field.lower() for n in wanted):
             wanted[s.external_id_field] = FieldSpec.model_validate({"from": "id"})
@@ -497,8 +510,13 @@ class SalesforceDestination(Destination):
                 continue
             meta = custom_field_metadata(name, spec, s.external_id_field)
             body = {"FullName": f"{s.object}.{name}", "Metadata": meta}
-            self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST", data=body,
-                                                             timeout=s.timeout))
+            try:
+                self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST",
+                                                                 data=body, timeout=s.timeout))
+            except SalesforceError as exc:
+                todo = {n: custom_field_metadata(n, f, s.external_id_field) for n, f in wanted.items()
+                        if n.lower() not in have and n.endswith("__c") and n not in created}
+                raise setup_failure(exc, s.object, name, todo, created) from None
             created.append(name)
             done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
         if created:

@@ -207,6 +207,7 @@ class FakeSalesforce:
             # Lead assignment rules: rule id -> the owner it gives. The REST API applies the active
             # rule on creates AND updates unless `Sforce-Auto-Assign: FALSE`; a rule id in the header
             # applies that rule to created records (REST API Developer Guide, "Assignment Rule Header").
+            self.tooling_api = True  # False: the Tooling API answers 404, as for a user or edition without it
             self.assignment_rules: dict[str, str] = {}
             self.active_rule: str | None = None
             self.logins = 0
@@ -579,6 +580,8 @@ class FakeSalesforce:
 
         @app.post(f"{API}/tooling/sobjects/CustomField/")
         def create_custom_field(version: str) -> Response:
+            if not self.tooling_api:
+                raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
             body = request.get_json()
             full_name, meta = body.get("FullName", ""), body.get("Metadata") or {}
             obj, _, name = full_name.partition(".")
