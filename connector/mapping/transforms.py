@@ -220,7 +220,9 @@ def truncate(value: Any, length: int) -> str | None:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "trim": Transform(lambda v: v.strip() if isinstance(v, str) else v, help="remove surrounding spaces"),
+    "trim": Transform(lambda v: (v.strip() or None) if isinstance(v, str) else v,
+                      help="remove surrounding spaces (also non-breaking); blank text becomes empty, so it is "
+                           "not written"),
     "lower": Transform(lambda v: v.lower() if isinstance(v, str) else v, help="lower case"),
     "upper": Transform(lambda v: v.upper() if isinstance(v, str) else v, help="upper case"),
     "title": Transform(lambda v: v.title() if isinstance(v, str) else v,
