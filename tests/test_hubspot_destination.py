@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connector.destinations import OutboundRecord
 from connector.destinations.hubspot import HubSpotDestination, Settings, hubspot_value
@@ -401,3 +403,30 @@ def test_messages_never_carry_contact_details() -> None:
 def test_values_become_hubspot_text() -> None:
     assert hubspot_value(True) == "true" and hubspot_value(150000.0) == "150000" and hubspot_value(1.5) == "1.5"
     assert hubspot_value(["a", "b"]) == "a;b" and hubspot_value(None) == "" and hubspot_value(87) == "87"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 60), st.booleans()), min_size=1, max_size=40, unique_by=lambda t: t[0]),
+       st.integers(0, 2**16))
+def test_any_batch_settles_each_lead_with_its_own_contact(server: str, token: str, fake: FakeHubSpot,
+                                                          mapping: Mapping, batch: list[tuple[int, bool]],
+                                                          seed: int) -> None:
+    """Whatever mix of new and known leads, in whatever order HubSpot answers: one call, each lead settled
+    with the contact that holds its lead id."""
+    fake.contacts.clear()
+    fake.random.seed(seed)
+    dest = destination(server, token)
+    dest.setup(mapping)
+    known = [n for n, is_known in batch if is_known]
+    if known:
+        assert all(o.ok for o in dest.send([record(mapping, n) for n in known]))
+    upserts = fake.count("/batch/upsert")
+    outcomes = dest.send([record(mapping, n, delivery_id=1000 + n, known=n in known, event="lead.updated"
+                                 if n in known else "lead.new", score=n) for n, _ in batch])
+    assert fake.count("/batch/upsert") - upserts == 1
+    for outcome in outcomes:
+        n = outcome.delivery_id - 1000
+        contact = fake.find("leaditio_lead_id", f"leaditio:lead_{n:05d}")
+        assert outcome.ok and outcome.crm_id == contact["id"] and outcome.created is (n not in known)
+        assert contact["properties"]["leaditio_score"] == str(n)
+    dest.close()

@@ -170,7 +170,7 @@ class FakeHubSpot:
                  seed: int | None = None):
         self.lock = threading.RLock()
         self.shuffle = shuffle
-        self._random = random.Random(seed)
+        self.random = random.Random(seed)
         self.tokens = set(tokens)
         self.revoked: set[str] = set()
         self.scopes: dict[str, frozenset[str]] = {}
@@ -479,7 +479,7 @@ class FakeHubSpot:
                 problem.body.pop("correlationId", None)
                 errors.append(problem.body)
         if self.shuffle:  # HubSpot returns batch results in no particular order (hubspot-api-nodejs#190)
-            self._random.shuffle(results)
+            self.random.shuffle(results)
         answer: dict[str, Any] = {"status": "COMPLETE", "results": results, "requestedAt": started,
                                   "startedAt": started, "completedAt": now_iso(), "links": {}}
         if errors:
