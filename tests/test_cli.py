@@ -37,7 +37,14 @@ def test_mappings_check_and_preview(cli, tmp_path):
     payload = tmp_path / "lead.json"
     payload.write_text(json.dumps(leaditio_payload(first_name="  nomsa ")))
     shown = json.loads(cli("mappings", "preview", "-d", "leads_file", "--payload", str(payload)))
-    assert shown["record"]["first_name"] == "Nomsa" and shown["record"]["phone"] == "+27823456789"
+    assert shown["record"]["first_name"] == "nomsa" and shown["record"]["phone"] == "+27823456789"
+    assert "notes" not in shown
+    bad_phone = leaditio_payload()
+    bad_phone["contact"]["phone"] = "082 345 6789 0"
+    payload.write_text(json.dumps(bad_phone))
+    shown = json.loads(cli("mappings", "preview", "-d", "leads_file", "--payload", str(payload)))
+    assert "phone" not in shown["record"]
+    assert shown["notes"]["phone"].startswith("e164: not a valid South African number") and shown["notes"]["phone"].endswith("left empty")
     assert "status" in shown["record"] and "status" not in shown["sent_on_update"]
     (tmp_path / "mappings" / "file.yaml").write_text("fields:\n  x: {from: frist_name}\n")
     out = cli("mappings", "check", code=1)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connector.destinations import OutboundRecord
 from connector.destinations.hubspot import HubSpotDestination, Settings, hubspot_value
@@ -97,13 +99,33 @@ def test_new_leads_become_contacts_one_call_per_100(hubspot: HubSpotDestination,
     contact = fake.find("leaditio_lead_id", "leaditio:lead_00007")
     assert contact is not None and outcomes[6].crm_id == contact["id"]
     props = contact["properties"]
-    assert props["phone"] == "+27823456789" and props["firstname"] == "Thabo" and props["email"] == "lead7@example.com"
+    assert props["phone"] == "+27823456789" and props["firstname"] == "thabo" and props["email"] == "lead7@example.com"
     assert props["lifecyclestage"] == "lead" and props["hs_lead_status"] == "NEW"
     assert props["leaditio_tier"] == "hot" and props["leaditio_score"] == "87"
     assert props["leaditio_budget_min"] == "100000" and props["leaditio_budget_max"] == "150000"
     sent = fake.bodies[-2]["inputs"][0]
     assert sent["idProperty"] == "leaditio_lead_id" and sent["objectWriteTraceId"] == "1"
-    assert "leaditio_lead_id" not in sent["properties"]
+    assert sent["properties"]["leaditio_lead_id"] == "leaditio:lead_00001"  # results match by it
+    assert all("objectWriteTraceId" not in r for r in fake.bodies[-2].get("results", []))
+
+
+def test_updates_settle_in_one_call_with_their_contact_ids(hubspot: HubSpotDestination, fake: FakeHubSpot,
+                                                           mapping: Mapping) -> None:
+    """Issue 16: HubSpot answers an update batch 200 with shuffled results and no trace ids; every
+    record settles at once, each with its own contact (the mapping writes the id property on_create)."""
+    first = by_id(hubspot.send([record(mapping, n) for n in range(1, 23)]))
+    upserts = fake.count("/batch/upsert")
+    updated = by_id(hubspot.send([record(mapping, n, delivery_id=100 + n, event="lead.updated", known=True,
+                                         score=50 + n) for n in range(1, 23)]))
+    assert fake.count("/batch/upsert") - upserts == 1
+    assert all(o.ok and o.created is False for o in updated.values())
+    assert {n: updated[100 + n].crm_id for n in range(1, 23)} == {n: first[n].crm_id for n in range(1, 23)}
+    sent = fake.bodies[-1]["inputs"]
+    assert all(i["properties"]["leaditio_lead_id"] == i["id"] for i in sent)
+    assert "lifecyclestage" not in sent[0]["properties"]  # on_create fields stay out of updates
+    for n in range(1, 23):
+        contact = fake.contacts[first[n].crm_id]
+        assert contact["properties"]["leaditio_score"] == str(50 + n)
 
 
 def test_sending_again_updates_never_duplicates(hubspot: HubSpotDestination, fake: FakeHubSpot,
@@ -176,6 +198,8 @@ def test_multi_status_fails_only_the_bad_record(hubspot: HubSpotDestination, fak
     assert isinstance(error, Permanent) and error.code == "INVALID_EMAIL" and error.field == "email"
     assert "Email address t***@gmail is invalid" in error.message  # HubSpot's words, the address masked
     assert fake.count("/batch/upsert", 207) == 1
+    for n in (1, 2, 4, 5):  # the accepted ones carry their own contact id, though results come shuffled
+        assert outcomes[n].crm_id == fake.find("leaditio_lead_id", f"leaditio:lead_{n:05d}")["id"]
 
 
 def test_whole_batch_400_isolates_the_bad_record_and_resends_the_rest(server: str, token: str, fake: FakeHubSpot,
@@ -379,3 +403,30 @@ def test_messages_never_carry_contact_details() -> None:
 def test_values_become_hubspot_text() -> None:
     assert hubspot_value(True) == "true" and hubspot_value(150000.0) == "150000" and hubspot_value(1.5) == "1.5"
     assert hubspot_value(["a", "b"]) == "a;b" and hubspot_value(None) == "" and hubspot_value(87) == "87"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 60), st.booleans()), min_size=1, max_size=40, unique_by=lambda t: t[0]),
+       st.integers(0, 2**16))
+def test_any_batch_settles_each_lead_with_its_own_contact(server: str, token: str, fake: FakeHubSpot,
+                                                          mapping: Mapping, batch: list[tuple[int, bool]],
+                                                          seed: int) -> None:
+    """Whatever mix of new and known leads, in whatever order HubSpot answers: one call, each lead settled
+    with the contact that holds its lead id."""
+    fake.contacts.clear()
+    fake.random.seed(seed)
+    dest = destination(server, token)
+    dest.setup(mapping)
+    known = [n for n, is_known in batch if is_known]
+    if known:
+        assert all(o.ok for o in dest.send([record(mapping, n) for n in known]))
+    upserts = fake.count("/batch/upsert")
+    outcomes = dest.send([record(mapping, n, delivery_id=1000 + n, known=n in known, event="lead.updated"
+                                 if n in known else "lead.new", score=n) for n, _ in batch])
+    assert fake.count("/batch/upsert") - upserts == 1
+    for outcome in outcomes:
+        n = outcome.delivery_id - 1000
+        contact = fake.find("leaditio_lead_id", f"leaditio:lead_{n:05d}")
+        assert outcome.ok and outcome.crm_id == contact["id"] and outcome.created is (n not in known)
+        assert contact["properties"]["leaditio_score"] == str(n)
+    dest.close()

@@ -71,7 +71,8 @@ def body_of(exc: Any) -> dict[str, Any]:
 
 def test_upsert_creates_then_updates_with_spec_complete_answers(client: Any) -> None:
     fake, batch, _ = client
-    body = upsert_body(batch, {"id": "A@Example.com", "id_property": "email", "properties": {"firstname": "Thabo"}})
+    body = upsert_body(batch, {"id": "A@Example.com", "id_property": "email",
+                               "properties": {"email": "A@Example.com", "firstname": "Thabo"}})
     data, status, headers = batch.upsert_with_http_info("contacts", body, _request_timeout=TIMEOUT)
     assert status == 200 and isinstance(data, BatchResponseSimplePublicUpsertObject)
     assert data.status == "COMPLETE" and data.results[0].new is True
@@ -88,17 +89,37 @@ def test_multi_status_207_names_the_failed_input_by_trace_id(client: Any) -> Non
     fake, batch, _ = client
     body = upsert_body(
         batch,
-        {"id": "good@example.com", "id_property": "email", "properties": {}, "object_write_trace_id": "1"},
+        {"id": "good@example.com", "id_property": "email", "properties": {"email": "good@example.com"},
+         "object_write_trace_id": "1"},
         {"id": "bad@example.com", "id_property": "email", "properties": {"lifecyclestage": "Lead"},
          "object_write_trace_id": "2"})
     data, status, _ = batch.upsert_with_http_info("contacts", body, _request_timeout=TIMEOUT)
     assert status == 207 and isinstance(data, BatchResponseSimplePublicUpsertObjectWithErrors)
-    assert [r.object_write_trace_id for r in data.results] == ["1"]
+    assert [r.object_write_trace_id for r in data.results] == [None]  # HubSpot names trace ids on errors only
+    assert data.results[0].properties["email"] == "good@example.com"
     assert data.num_errors == 1
     error = data.errors[0]
     assert error.category == "VALIDATION_ERROR" and error.context == {"objectWriteTraceId": ["2"]}
     assert error.errors[0].code == "INVALID_OPTION" and error.errors[0]._in == "lifecyclestage"
     assert fake.find("email", "bad@example.com") is None
+
+
+def test_successful_results_carry_no_trace_id_come_in_any_order_and_echo_only_sent_properties(
+        client: Any) -> None:
+    """As HubSpot: results only match their inputs by a property the input sent (nodejs#190)."""
+    fake, batch, _ = client
+    inputs = [{"id": f"p{i}@example.com", "id_property": "email", "object_write_trace_id": str(i),
+               "properties": {"email": f"p{i}@example.com"} if i % 2 else {"firstname": f"P{i}"}}
+              for i in range(40)]
+    data, status, _ = batch.upsert_with_http_info("contacts", upsert_body(batch, *inputs), _request_timeout=TIMEOUT)
+    assert status == 200 and len(data.results) == 40
+    assert all(r.object_write_trace_id is None for r in data.results)
+    echoed = [r.properties.get("email") for r in data.results]
+    assert sorted(e for e in echoed if e) == sorted(f"p{i}@example.com" for i in range(1, 40, 2))
+    assert echoed.count(None) == 20  # the id given only as `id` is not echoed
+    order = [r.properties.get("email") or r.properties.get("firstname") for r in data.results]
+    assert order != [i["properties"].get("email") or i["properties"].get("firstname") for i in inputs]
+    assert fake.find("email", "p0@example.com") is not None  # the idProperty is still set on create
 
 
 def test_without_trace_ids_one_bad_input_fails_the_whole_batch(client: Any) -> None:

@@ -80,6 +80,30 @@ def test_leads_become_contacts_in_one_call_and_updates_keep_sales_changes(pipeli
     assert contact["properties"]["email"] == "buyer7@example.com"  # the update's email did not overwrite it
 
 
+def test_lead_updated_events_settle_in_one_call_and_the_newest_data_wins(pipeline: Any, fake: FakeHubSpot) -> None:
+    """Issue 16: 22 updates were once retried every 5 s for days. Now: one upsert, all delivered."""
+    config, store, receiver = pipeline
+    def payload(n: int, **kw: Any) -> dict[str, Any]:
+        body = leaditio_payload(lead_id=f"lead_{n:03d}", **kw)
+        body["contact"]["email"] = f"buyer{n}@example.com"
+        return body
+
+    for n in range(22):
+        post_webhook(receiver, payload(n, timestamp="2026-05-20T10:00:00Z"))
+    Worker(config, store).drain(timeout=20)
+    for version, score in ((1, 60), (2, 70)):
+        for n in range(22):
+            post_webhook(receiver, payload(n, event="lead.updated", timestamp=f"2026-05-2{version}T10:00:00Z",
+                                           score=score + n))
+    upserts = fake.count("/batch/upsert")
+    Worker(config, store).drain(timeout=20)
+    assert states(store) == [DELIVERED] * 66
+    assert fake.count("/batch/upsert") - upserts <= 2 and len(fake.contacts) == 22
+    for n in range(22):
+        contact = fake.find("leaditio_lead_id", f"leaditio:lead_{n:03d}")
+        assert contact["properties"]["leaditio_score"] == str(70 + n)
+
+
 def test_only_the_bad_lead_is_dead_lettered_with_hubspots_words(pipeline: Any, fake: FakeHubSpot) -> None:
     config, store, receiver = pipeline
     for n in range(3):

@@ -86,8 +86,11 @@ def preview(ctx: Context, destination: str, payload: str | None, source: str | N
     except Permanent as exc:  # a required field left empty: say which
         fail(str(exc), code=1)
     on_update = {k: v for k, v in mapped.values.items() if mapped.policies[k].value == "always"}
-    console.print_json(json.dumps({"destination": destination, "type": config.destinations[destination].type,
-                                   "record": mapped.values, "sent_on_update": on_update}, default=str))
+    shown = {"destination": destination, "type": config.destinations[destination].type,
+             "record": mapped.values, "sent_on_update": on_update}
+    if mapped.notes:  # fields a transform left empty (an invalid phone number, ...), and why
+        shown["notes"] = mapped.notes
+    console.print_json(json.dumps(shown, default=str))
 
 
 @mappings.command()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from connector.errors import ConfigProblem
+
 if TYPE_CHECKING:
     from connector.mapping.spec import FieldSpec
 
@@ -72,3 +74,33 @@ def describe_metadata(meta: dict[str, Any]) -> str:
     if meta.get("externalId"):
         kind += ", External ID, Unique"
     return kind
+
+
+def setup_failure(exc: Any, obj: str, name: str, todo: dict[str, dict[str, Any]],
+                  created: list[str]) -> ConfigProblem:
+    """What to tell the admin when the Tooling API refuses to create a field: what failed, why,
+    what was already done, and how to finish by hand.
+
+    A 404 from `tooling/sobjects/CustomField` is not about any field: the org or the user has no
+    Tooling API (an edition without API access, or a user without "API Enabled" / "Customize
+    Application"), so the message says that rather than blaming an External ID field.
+    """
+    content = exc.content[0] if isinstance(exc.content, list) and exc.content and isinstance(
+        exc.content[0], dict) else {}
+    said = content.get("message") or f"HTTP {exc.status}"
+    code = content.get("errorCode") or f"HTTP_{exc.status}"
+    by_hand = "; ".join(f"{n} {describe_metadata(m)}" for n, m in todo.items())
+    hand = f" To finish by hand, create in Setup > Object Manager > {obj} > Fields & Relationships: {by_hand}."
+    done = f" Already created: {', '.join(created)}." if created else " Nothing was changed."
+    if exc.status == 404:
+        why = (f"could not create {obj}.{name}: Salesforce's Tooling API is not available to the connector's user "
+               f"(HTTP 404 at tooling/sobjects/CustomField: {said}). The org's edition must allow API access, and "
+               f"the user needs the permissions API Enabled, Customize Application and Modify Metadata Through "
+               f"Metadata API Functions; then run `connector crm setup` again.")
+    elif exc.status in (401, 403):
+        why = (f"could not create {obj}.{name}: Salesforce refused the Tooling API call ([{code}] {said}). Give the "
+               f"connector's user Customize Application and Modify Metadata Through Metadata API Functions, then "
+               f"run `connector crm setup` again.")
+    else:
+        why = f"could not create {obj}.{name} ({describe_metadata(todo.get(name, {'type': '?'}))}): [{code}] {said}."
+    return ConfigProblem(why + done + hand, code=code, status=exc.status, field=name)

@@ -4,8 +4,13 @@ Leads are upserted with `POST /crm/v3/objects/{object}/batch/upsert` by a unique
 (`id_property`: our own `leaditio_lead_id`, created with unique values by `connector crm setup`, or
 `email`), so a retried batch never makes a second contact. Every input carries
 `objectWriteTraceId` = its delivery id: HubSpot's per-record errors (207) name it, and only those
-records fail. A whole batch refused for one bad input (400/409) is split: the inputs HubSpot's
-message points at fail, the rest go again in the same `send()`.
+records fail. HubSpot does not echo the trace id on a successful result and returns results in any
+order (HubSpot/hubspot-api-nodejs#190), so every input also carries the id property in its
+`properties`, even on updates whose mapping writes it `on_create`: a result is matched to its
+input by that value alone. A 200 means every input was written: each record of it is settled at
+once (with its contact id where the result names it), so nothing HubSpot accepted is sent again.
+A whole batch refused for one bad input (400/409) is split: the inputs HubSpot's message points
+at fail, the rest go again in the same `send()`.
 
 Pacing: one request budget per access token, shared by every worker thread of the process
 (`connector.apiclient.shared_budget`), sized by `requests_per_10s`; a 429 for the ten-secondly
@@ -347,8 +352,9 @@ class HubSpotDestination(Destination):
                                           self._looked_up(item) else None)
             payload.pop(id_property, None)
             item.properties = {name: hubspot_value(value) for name, value in payload.items()}
+            item.properties[id_property] = item.key  # the only thing a result can be matched by
         outcomes.update(self._deliver(items, answered_before=bool(outcomes)))
-        return list(outcomes.values())
+        return [outcomes[record.delivery_id] for record in records]  # in the order sent, for readable logs
 
     def _key(self, value: Any) -> str | None:
         if value is None:
@@ -445,7 +451,12 @@ class HubSpotDestination(Destination):
         return self._call(apis.objects.upsert_with_http_info, self.settings.object, body)
 
     def _results(self, data: Any, status: int, group: list[_Item]) -> dict[int, Outcome]:
-        """200/207: an Outcome per record; a record HubSpot did not mention goes again."""
+        """200: every record settled; 207: an Outcome per record, and one HubSpot did not mention goes again.
+
+        Results are matched by the id property each input sent in `properties` (HubSpot echoes no
+        trace id on success, in no fixed order). A 200 is HubSpot's word that every input was
+        written, so a record whose result cannot be matched is still settled, only without a contact id.
+        """
         by_trace = {item.trace: item for item in group}
         by_key = {item.key: item for item in group}
         outcomes: dict[int, Outcome] = {}
@@ -453,11 +464,19 @@ class HubSpotDestination(Destination):
             error = Retryable(f"HubSpot answered HTTP {status} without a batch result", code="no_result")
             return {item.record.delivery_id: Outcome(item.record.delivery_id, error=error) for item in group}
         for result in data.results or []:
-            item = by_trace.get(str(getattr(result, "object_write_trace_id", None) or "")) or \
-                by_key.get(self._key((result.properties or {}).get(self.settings.id_property)) or "")
+            item = by_key.get(self._key((result.properties or {}).get(self.settings.id_property)) or "") or \
+                by_trace.get(str(getattr(result, "object_write_trace_id", None) or ""))
             if item is not None:
                 outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, crm_id=str(result.id),
                                                             created=bool(result.new))
+        if status == 200:
+            unmatched = [item for item in group if item.record.delivery_id not in outcomes]
+            if unmatched:
+                log.warning("HubSpot accepted %d record(s) of a batch without a result naming them; settled "
+                            "without a contact id", len(unmatched))
+            for item in unmatched:
+                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id)
+            return outcomes
         for entry in getattr(data, "errors", None) or []:
             error = answers.from_batch_error(entry)
             for target in self._named(error, by_trace, by_key):

@@ -27,7 +27,12 @@ from simple_salesforce.exceptions import (
 
 from connector.destinations._salesforce_auth import http_session, login
 from connector.destinations._salesforce_check import mapping_problems
-from connector.destinations._salesforce_setup import PERMISSION_SET, custom_field_metadata, describe_metadata
+from connector.destinations._salesforce_setup import (
+    PERMISSION_SET,
+    custom_field_metadata,
+    describe_metadata,
+    setup_failure,
+)
 from connector.destinations.base import (
     Destination,
     DestinationSettings,
@@ -72,7 +77,12 @@ class Settings(DestinationSettings):
                                            "(works for rules whose action is Allow + Alert)")
     on_converted: Literal["skip", "update_contact"] = Field(
         default="skip", description="the Lead was converted: skip the update, or update the converted Contact")
-    assignment_rules: bool = Field(default=True, description="let the active Lead assignment rule assign owners")
+    assignment_rules: bool = Field(default=True,
+                                   description="let the Lead assignment rule choose the owner of a new lead "
+                                               "(never on updates: a rep working a lead keeps it)")
+    assignment_rule_id: str | None = Field(
+        default=None, description="run this assignment rule (its 01Q... id) on new leads instead of the "
+                                  "active one")
     ca_bundle: str | None = Field(default=None, description="CA file for a TLS-inspecting proxy")
 
     @field_validator("domain")
@@ -83,6 +93,17 @@ class Settings(DestinationSettings):
         value = re.sub(r"\.salesforce\.com$", "", value)
         if not value or "/" in value:
             raise ValueError("write login, test, or your My Domain such as acme.my")
+        return value
+
+    @field_validator("assignment_rule_id")
+    @classmethod
+    def _rule_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"01Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?", value):
+            raise ValueError("an assignment rule id is 15 or 18 characters starting with 01Q (Setup > Lead "
+                             "Assignment Rules: open the rule, the id is in the address)")
         return value
 
     @field_validator("api_version")
@@ -102,6 +123,9 @@ class Settings(DestinationSettings):
 
     @model_validator(mode="after")
     def _complete_auth(self) -> Settings:
+        if self.assignment_rule_id and not self.assignment_rules:
+            raise ValueError("assignment_rule_id is set but assignment_rules is false: remove one of them")
+
         def need(*names: str) -> None:
             missing = [n for n in names if getattr(self, n) in (None, "")]
             if missing:
@@ -144,14 +168,26 @@ class SalesforceDestination(Destination):
             return []
         existing = self._existing(records)
         prepared = [(r, self._key(r), r.payload(existing.get(r.delivery_id))) for r in records]
-        if len(prepared) == 1:
-            outcomes = [self._upsert_one(*prepared[0])]
-        else:
-            outcomes = []
-            for start in range(0, len(prepared), COLLECTION_LIMIT):
-                outcomes += self._upsert_many(prepared[start:start + COLLECTION_LIMIT], [SPLIT_CALLS])
+        # New leads and updates go in separate requests: the Assignment Rule header is per request,
+        # and an update must never re-run the assignment rule (a rep working the lead keeps it).
+        by_id: dict[int, Outcome] = {}
+        for creating in (True, False):
+            group = [p for p in prepared if p[0].known is not creating]
+            by_id.update({o.delivery_id: o for o in self._upsert(group, creating=creating)})
+        outcomes = [by_id[r.delivery_id] for r, _k, _p in prepared]
         outcomes = self._recreate_deleted(prepared, outcomes)
         return self._handle_converted(prepared, outcomes)
+
+    def _upsert(self, prepared: list[tuple[OutboundRecord, str, dict[str, Any]]], *,
+                creating: bool) -> list[Outcome]:
+        if not prepared:
+            return []
+        if len(prepared) == 1:
+            return [self._upsert_one(*prepared[0], creating=creating)]
+        outcomes = []
+        for start in range(0, len(prepared), COLLECTION_LIMIT):
+            outcomes += self._upsert_many(prepared[start:start + COLLECTION_LIMIT], [SPLIT_CALLS], creating=creating)
+        return outcomes
 
     def _key(self, record: OutboundRecord) -> str:
         """The external id value: the mapped one, or our own lead key when the mapping has none."""
@@ -164,21 +200,26 @@ class SalesforceDestination(Destination):
         ext = self.settings.external_id_field.lower()
         return {k: v for k, v in payload.items() if k.lower() != ext}
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, creating: bool) -> dict[str, str]:
+        """Salesforce applies the active assignment rule to creates and updates alike unless told not to
+        (REST API Developer Guide, "Assignment Rule Header"): so it is asked for on new leads only."""
         headers = {}
         if self.settings.on_duplicate == "allow_save":
             headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
-        if not self.settings.assignment_rules:
+        if not creating or not self.settings.assignment_rules:
             headers["Sforce-Auto-Assign"] = "FALSE"
+        else:
+            headers["Sforce-Auto-Assign"] = self.settings.assignment_rule_id or "TRUE"
         return headers
 
-    def _upsert_one(self, record: OutboundRecord, key: str, payload: dict[str, Any]) -> Outcome:
+    def _upsert_one(self, record: OutboundRecord, key: str, payload: dict[str, Any], *,
+                    creating: bool) -> Outcome:
         s = self.settings
 
         def call(client: Salesforce) -> requests.Response:
             sobject = getattr(client, s.object)
             response = sobject.upsert(format_external_id(s.external_id_field, key), self._body(payload),
-                                      raw_response=True, headers=self._headers())
+                                      raw_response=True, headers=self._headers(creating))
             self._note_usage(sobject.api_usage)
             return response
 
@@ -203,7 +244,7 @@ class SalesforceDestination(Destination):
                        created=body.get("created", response.status_code == 201))
 
     def _upsert_many(self, batch: list[tuple[OutboundRecord, str, dict[str, Any]]],
-                     splits: list[int]) -> list[Outcome]:
+                     splits: list[int], *, creating: bool) -> list[Outcome]:
         """One Collections upsert; a request-level refusal of a mixed batch is narrowed by halving it,
         spending at most `splits[0]` more calls (shared by the halves) before giving up on the rest."""
         s = self.settings
@@ -213,7 +254,7 @@ class SalesforceDestination(Destination):
         path = f"composite/sobjects/{s.object}/{s.external_id_field}"
         try:
             results = self._call(lambda c: self._restful(c, path, method="PATCH", json=body,
-                                                         headers=self._headers()))
+                                                         headers=self._headers(creating)))
         except SalesforceError as exc:
             error = self._request_error(exc)
             if not isinstance(error, Permanent):
@@ -223,7 +264,8 @@ class SalesforceDestination(Destination):
             # One bad value (e.g. text in a number field) fails the whole request: find it, keep the rest.
             splits[0] -= 2
             middle = len(batch) // 2
-            return self._upsert_many(batch[:middle], splits) + self._upsert_many(batch[middle:], splits)
+            return (self._upsert_many(batch[:middle], splits, creating=creating)
+                    + self._upsert_many(batch[middle:], splits, creating=creating))
         if not isinstance(results, list) or len(results) != len(batch):
             raise classify(REMOTE, status=502, message=f"Salesforce answered a {len(batch)}-record upsert with "
                                                        f"{len(results) if isinstance(results, list) else 'no'} results")
@@ -279,7 +321,7 @@ class SalesforceDestination(Destination):
         if not again:
             return outcomes
         log.info("%s: %d known leads are missing in Salesforce; creating them again", self.name, len(again))
-        redone = [self._upsert_one(*again[0])] if len(again) == 1 else self._upsert_many(again, [SPLIT_CALLS])
+        redone = self._upsert(again, creating=True)  # created anew: the assignment rule picks its owner
         by_id.update({o.delivery_id: o for o in redone})
         return [by_id[r.delivery_id] for r, _k, _p in prepared]
 
@@ -339,7 +381,8 @@ class SalesforceDestination(Destination):
         code = first.get("errorCode")
         message = first.get("message") or _text(exc.content) or f"HTTP {exc.status}"
         fields = first.get("fields") or []
-        if exc.status == 404 and code in (None, "NOT_FOUND"):
+        if exc.status == 404 and code in (None, "NOT_FOUND") and \
+                f"/{self.settings.external_id_field}" in str(getattr(exc, "url", "")):  # an upsert by external id
             message += (f" (is there an object {self.settings.object} with an External ID field "
                         f"{self.settings.external_id_field}, visible to this user?)")
         return classify(REMOTE, status=exc.status, code=code, message=message,
@@ -445,7 +488,14 @@ class SalesforceDestination(Destination):
 
         s = self.settings
         self._describes.pop(s.object, None)
-        have = {f["name"].lower() for f in self.describe().get("fields", [])}
+        try:
+            have = {f["name"].lower() for f in self.describe().get("fields", [])}
+        except SalesforceError as exc:
+            if exc.status != 404:
+                raise
+            raise ConfigProblem(f"Salesforce has no object '{s.object}' that this user can see (HTTP 404 on its "
+                                f"describe): check `object:` in the destination's settings, and that the user's "
+                                f"profile can read {s.object} records", code="NOT_FOUND", status=404) from None
         wanted = {n: spec for n, spec in mapping.fields.items() if spec.update is not UpdatePolicy.never}
         if not any(n.lower() == s.external_id_field.lower() for n in wanted):
             wanted[s.external_id_field] = FieldSpec.model_validate({"from": "id"})
@@ -460,8 +510,13 @@ class SalesforceDestination(Destination):
                 continue
             meta = custom_field_metadata(name, spec, s.external_id_field)
             body = {"FullName": f"{s.object}.{name}", "Metadata": meta}
-            self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST", data=body,
-                                                             timeout=s.timeout))
+            try:
+                self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST",
+                                                                 data=body, timeout=s.timeout))
+            except SalesforceError as exc:
+                todo = {n: custom_field_metadata(n, f, s.external_id_field) for n, f in wanted.items()
+                        if n.lower() not in have and n.endswith("__c") and n not in created}
+                raise setup_failure(exc, s.object, name, todo, created) from None
             created.append(name)
             done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
         if created:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from connector.destinations.base import UpdatePolicy
 from connector.errors import Permanent
 from connector.lead import get_path
 from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile, fields_only_from
-from connector.mapping.transforms import TRANSFORMS
+from connector.mapping.transforms import TRANSFORMS, Unusable
 
 
 def _empty(value: Any) -> bool:
@@ -30,6 +31,7 @@ class TransformFailed(Exception):
 class MappedRecord:
     values: dict[str, Any]
     policies: dict[str, UpdatePolicy]
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why a transform left it empty
 
 
 class Mapping:
@@ -66,24 +68,29 @@ class Mapping:
     def apply(self, document: dict[str, Any]) -> MappedRecord:
         """Map one lead (see connector.lead.mapping_input); Permanent if a required field is empty."""
         values: dict[str, Any] = {}
-        for name, field in self.fields.items():
+        notes: dict[str, str] = {}
+        for name, spec in self.fields.items():
             try:
-                value = self._value(field, document)
+                value, note = self._value(spec, document)
             except TransformFailed as exc:
                 raise Permanent(f"mapping {self.path.name}: field {name}: transform '{exc.transform}' failed on this "
                                 f"lead's value ({exc.reason}); fix the mapping or the lead, then retry the dead letter",
                                 field=name, code="mapping_transform") from None
+            if note is not None:
+                notes[name] = note
             if _empty(value):
-                if field.required:
+                if spec.required:
+                    why = f" ({note})" if note else ""
                     raise Permanent(f"mapping {self.path.name}: field {name} is required but the lead has "
-                                    f"no value for it", field=name, code="mapping_required")
+                                    f"no value for it{why}", field=name, code="mapping_required")
                 if value is None:
                     continue
             values[name] = value
-        return MappedRecord(values, self.policies)
+        return MappedRecord(values, self.policies, notes)
 
     @staticmethod
-    def _value(field: FieldSpec, document: dict[str, Any]) -> Any:
+    def _value(field: FieldSpec, document: dict[str, Any]) -> tuple[Any, str | None]:
+        """The field's value, and why it is empty when a transform could not use the lead's value."""
         if field.from_ is not None:
             value = get_path(document, field.from_)
         elif field.template is not None:
@@ -95,11 +102,15 @@ class Mapping:
                                         field.template).strip()
         else:
             value = field.value
+        note = None
         for step in field.transforms:
             name, arg = next(iter(step.items())) if isinstance(step, dict) else (step, None)
             transform = TRANSFORMS[name]
             try:
                 value = transform.func(value, arg) if transform.arg is not None else transform.func(value)
+            except Unusable as unusable:
+                value, note = None, f"{name}: {unusable.reason}; left empty"
+                break
             except Exception as exc:  # e.g. a date past year 9999: this lead's problem, not the worker's
                 raise TransformFailed(name, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         if field.map is not None and not _empty(value):
@@ -107,7 +118,7 @@ class Mapping:
             value = field.map.get(key, field.otherwise if field.otherwise is not None else value)
         if _empty(value) and field.default is not None:
             value = field.default
-        return value
+        return value, note
 
 
 def load_mapping(path: str | Path) -> Mapping:

@@ -7,6 +7,17 @@ speaks, with HubSpot's own status codes and body shapes (checked by running hubs
 - `POST /crm/v3/objects/contacts/batch/upsert`: 200 `BatchResponseSimplePublicUpsertObject`
   (`results[].new` tells created from updated), or 207 `...WithErrors` when every input carries an
   `objectWriteTraceId` (multi-status; per-input errors name it in `context.objectWriteTraceId`).
+  As HubSpot does, a successful result does NOT echo `objectWriteTraceId`, results come back in
+  any order (HubSpot/hubspot-api-nodejs#190, "Batch Create results should be in the same order as
+  the inputs": the maintainer answered "There is no way to do it"), and a result's `properties`
+  hold only what the input's `properties` set (plus hs_object_id, createdate, lastmodifieddate):
+  the idProperty value given as `id` is not echoed unless it is also in `properties`. So the
+  only way to match a result to its input is to send the id property in `properties` too.
+  207 only where HubSpot documents it: multi-status is turned on by a unique `objectWriteTraceId`
+  per input (developers.hubspot.com/docs/api-reference/error-handling, "Multi-status errors");
+  a 207 for an upsert carries the failed inputs in `errors` and the rest in `results`
+  (a body of this shape is quoted in HubSpot/hubspot-api-ruby#403). `shuffle=False` keeps input
+  order, for tests that want to look at one result.
   Without trace ids (or with `multi_status=False`) one bad input fails the whole batch: 400
   VALIDATION_ERROR "Property values were not valid: [...]" (409 CONFLICT for a taken email) and
   nothing is written. More than 100 inputs -> 400; two inputs with the same id -> 400 naming them in
@@ -38,6 +49,7 @@ import argparse
 import copy
 import json
 import logging
+import random
 import re
 import sys
 import threading
@@ -154,8 +166,11 @@ def error_body(category: str, message: str, *, context: dict[str, list[str]] | N
 class FakeHubSpot:
     def __init__(self, *, tokens: tuple[str, ...] = (TOKEN,), max_per_interval: int = 100,
                  interval_ms: int = 10_000, daily_limit: int = 250_000, multi_status: bool = True,
-                 retry_after: bool = False, delay: float = 0.0):
+                 retry_after: bool = False, delay: float = 0.0, shuffle: bool = True,
+                 seed: int | None = None):
         self.lock = threading.RLock()
+        self.shuffle = shuffle
+        self.random = random.Random(seed)
         self.tokens = set(tokens)
         self.revoked: set[str] = set()
         self.scopes: dict[str, frozenset[str]] = {}
@@ -463,6 +478,8 @@ class FakeHubSpot:
                                     errors=problem.body.get("errors", []), links={})
                 problem.body.pop("correlationId", None)
                 errors.append(problem.body)
+        if self.shuffle:  # HubSpot returns batch results in no particular order (hubspot-api-nodejs#190)
+            self.random.shuffle(results)
         answer: dict[str, Any] = {"status": "COMPLETE", "results": results, "requestedAt": started,
                                   "startedAt": started, "completedAt": now_iso(), "links": {}}
         if errors:
@@ -503,13 +520,12 @@ class FakeHubSpot:
                 contact["properties"][name] = value
         stamp = now_iso()
         contact["updatedAt"] = contact["properties"]["lastmodifieddate"] = stamp
+        # Only what `properties` set is echoed (not the idProperty given as `id`), and never the
+        # objectWriteTraceId: HubSpot names the trace id only on errors.
         shown = {name: contact["properties"].get(name) for name in
-                 [*wanted, "hs_object_id", "createdate", "lastmodifieddate"]}
-        result = {"id": contact["id"], "properties": shown, "createdAt": contact["createdAt"],
-                  "updatedAt": stamp, "archived": False, "new": created}
-        if item.get("objectWriteTraceId"):
-            result["objectWriteTraceId"] = str(item["objectWriteTraceId"])
-        return result
+                 [*properties, "hs_object_id", "createdate", "lastmodifieddate"]}
+        return {"id": contact["id"], "properties": shown, "createdAt": contact["createdAt"],
+                "updatedAt": stamp, "archived": False, "new": created}
 
     def _invalid(self, name: str, value: str) -> dict[str, Any] | None:
         prop = self.properties.get(name)

@@ -204,6 +204,12 @@ class FakeSalesforce:
             self.trigger_locked: set[str] = set()  # external ids whose Apex trigger hits a locked row
             self.duplicate_rule: str | None = None  # None, "alert" or "block": matching Email
             self.delay = 0.0
+            # Lead assignment rules: rule id -> the owner it gives. The REST API applies the active
+            # rule on creates AND updates unless `Sforce-Auto-Assign: FALSE`; a rule id in the header
+            # applies that rule to created records (REST API Developer Guide, "Assignment Rule Header").
+            self.tooling_api = True  # False: the Tooling API answers 404, as for a user or edition without it
+            self.assignment_rules: dict[str, str] = {}
+            self.active_rule: str | None = None
             self.logins = 0
             self.refuse_sessions = False  # every session is refused, even a fresh one (frozen user)
             self.login_down = False  # the login endpoints answer 503, as during an incident
@@ -328,6 +334,17 @@ class FakeSalesforce:
                                                            f"/services/data/v59.0/sobjects/Lead/{t['Id']}"},
                                                            "Id": t["Id"]}} for t in twins]}]}})
 
+    def _assigned_owner(self, obj: str, creating: bool) -> str | None:
+        """The owner an assignment rule gives this write, after the request's Sforce-Auto-Assign header."""
+        if obj != "Lead":
+            return None
+        header = (request.headers.get("Sforce-Auto-Assign") or "TRUE").strip()
+        if header.upper() == "FALSE":
+            return None
+        if header.upper() == "TRUE":
+            return self.assignment_rules.get(self.active_rule or "")
+        return self.assignment_rules.get(header) if creating else None
+
     def _upsert_one(self, obj: str, field: str, value: str, values: dict[str, Any],
                     allow_save: bool) -> tuple[str, bool]:
         """Create or update one record by external id; RecordError for a per-record failure."""
@@ -354,9 +371,15 @@ class FakeSalesforce:
             self._duplicate_check(obj, values, allow_save)
             record_id = self._new_id(obj)
             self.records[obj][record_id] = {"Id": record_id, spec["name"]: value, "IsConverted": False,
-                                            "Status": "Open - Not Contacted", **values}
+                                            "Status": "Open - Not Contacted", "OwnerId": USER_ID, **values}
+            owner = self._assigned_owner(obj, creating=True)
+            if owner:
+                self.records[obj][record_id]["OwnerId"] = owner
             return record_id, True
         existing.update(values)
+        owner = self._assigned_owner(obj, creating=False)
+        if owner:
+            existing["OwnerId"] = owner
         return existing["Id"], False
 
     # --- the app -----------------------------------------------------------------------
@@ -557,6 +580,8 @@ class FakeSalesforce:
 
         @app.post(f"{API}/tooling/sobjects/CustomField/")
         def create_custom_field(version: str) -> Response:
+            if not self.tooling_api:
+                raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
             body = request.get_json()
             full_name, meta = body.get("FullName", ""), body.get("Metadata") or {}
             obj, _, name = full_name.partition(".")

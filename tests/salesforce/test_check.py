@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
+from connector.errors import ConfigProblem
 from connector.mapping import load_mapping
 from tests.conftest import ROOT
 from tests.fakes.salesforce import (
@@ -186,3 +187,49 @@ destinations:
     result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
     assert result.exit_code == 0, result.output
     assert "created Lead.Lead_Score__c" in result.output
+
+
+def test_setup_without_the_tooling_api_says_so_and_how_to_finish_by_hand(fake: FakeSalesforce, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: a 404 from the Tooling API once read as a missing External ID field."""
+    fake.objects["Lead"] = standard_lead_fields()
+    fake.tooling_api = False
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""
+database: {{url: "sqlite:///{tmp_path / 'c.db'}"}}
+sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
+destinations:
+  sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}"}}
+""")
+    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("SF_SID", fake.new_session())
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "Tooling API is not available to the connector's user" in out
+    assert "API Enabled" in out and "Customize Application" in out and "Nothing was changed" in out
+    assert "Leaditio_Lead_ID__c Text(255), External ID, Unique" in out  # what to create by hand
+    assert "Budget_Min__c Currency(16, 2)" in out
+    assert "is there an object" not in out
+
+
+def test_setup_names_the_field_salesforce_refused_and_what_was_done(fake: FakeSalesforce, tmp_path: Path) -> None:
+    fake.objects["Lead"] = standard_lead_fields()
+    mapping = write_mapping(tmp_path, """
+fields:
+  Leaditio_Lead_ID__c: {from: id}
+  Good_One__c: {from: suburb}
+  Bad__Name__c: {from: suburb}
+""")
+    with pytest.raises(ConfigProblem) as caught:
+        session_destination(fake).setup(mapping)
+    message = caught.value.message
+    assert message.startswith("could not create Lead.Bad__Name__c (Text(255)): [FIELD_INTEGRITY_EXCEPTION]")
+    assert "Already created: Leaditio_Lead_ID__c, Good_One__c." in message
+
+
+def test_setup_for_an_object_salesforce_lacks_says_so(fake: FakeSalesforce) -> None:
+    dest = session_destination(fake, object="Prospect__c")
+    with pytest.raises(ConfigProblem, match="Salesforce has no object 'Prospect__c' that this user can see"):
+        dest.setup(load_mapping(ROOT / "mappings" / "salesforce.yaml"))

@@ -131,7 +131,62 @@ def test_a_known_lead_deleted_in_salesforce_is_created_again(fake: FakeSalesforc
                           raw(2, "new", {"LastName": "N", "Company": "D", "Rating": "Warm"}, policies=policies)])
     assert [o.ok for o in outcomes] == [True, True]
     assert fake.leads()["gone"]["LastName"] == "M"
-    assert len(fake.rest_calls()) == 2  # the batch, then the one lead again with every field
+    # the new lead (assignment on), the known one (assignment off), then it again with every field as a create
+    calls = fake.rest_calls()
+    assert [c["headers"].get("Sforce-Auto-Assign") for c in calls] == ["TRUE", "FALSE", "TRUE"]
+
+
+# --- assignment rules: on creates only --------------------------------------------------------
+RULE, OTHER_RULE = "01Q5g000000RULEAAA", "01Q5g000000OTHRAAA"
+QUEUE, REP, OTHER_QUEUE = "00G5g000000QUEUEA", "0055g000000REPAAA", "00G5g000000OTHERA"
+
+
+def test_assignment_rules_run_on_new_leads_and_never_on_updates(fake: FakeSalesforce) -> None:
+    fake.assignment_rules.update({RULE: QUEUE})
+    fake.active_rule = RULE
+    dest = session_destination(fake)
+    assert all(o.ok for o in dest.send([record(i, f"lead_{i}") for i in (1, 2)]))
+    assert {lead["OwnerId"] for lead in fake.leads().values()} == {QUEUE}
+    for lead in fake.records["Lead"].values():
+        lead["OwnerId"] = REP  # a rep takes them
+    rescored = [record(10 + i, f"lead_{i}", known=True, score=40, score_tier="warm") for i in (1, 2)]
+    assert all(o.ok for o in dest.send(rescored)) and all(o.ok for o in dest.send(rescored[:1]))
+    leads = fake.leads()
+    assert {lead["OwnerId"] for lead in leads.values()} == {REP} and leads["lead_1"]["Rating"] == "Warm"
+    headers = [c["headers"].get("Sforce-Auto-Assign") for c in fake.rest_calls() if c["method"] == "PATCH"]
+    assert headers == ["TRUE", "FALSE", "FALSE"]
+
+
+def test_a_chosen_assignment_rule_id_is_sent_on_creates(fake: FakeSalesforce) -> None:
+    fake.assignment_rules.update({RULE: QUEUE, OTHER_RULE: OTHER_QUEUE})
+    fake.active_rule = RULE
+    dest = session_destination(fake, assignment_rule_id=OTHER_RULE)
+    dest.send([record(1, "lead_1")])
+    dest.send([record(2, "lead_1", known=True, score=10)])
+    assert fake.leads()["lead_1"]["OwnerId"] == OTHER_QUEUE
+    assert [c["headers"].get("Sforce-Auto-Assign") for c in fake.rest_calls() if c["method"] == "PATCH"] == [OTHER_RULE, "FALSE"]
+
+
+def test_assignment_rules_off_means_off_everywhere(fake: FakeSalesforce) -> None:
+    fake.assignment_rules.update({RULE: QUEUE})
+    fake.active_rule = RULE
+    dest = session_destination(fake, assignment_rules=False)
+    dest.send([record(1, "lead_1"), record(2, "lead_2")])
+    assert {lead["OwnerId"] for lead in fake.leads().values()} != {QUEUE}
+    assert {c["headers"].get("Sforce-Auto-Assign") for c in fake.rest_calls()} == {"FALSE"}
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"assignment_rule_id": "00Q5g000000RULEAAA"}, "starting with 01Q"),
+    ({"assignment_rule_id": RULE, "assignment_rules": False}, "remove one of them"),
+])
+def test_assignment_settings_mistakes_are_explained(settings: dict[str, Any], problem: str) -> None:
+    from pydantic import ValidationError
+
+    from connector.destinations.salesforce import Settings
+
+    with pytest.raises(ValidationError, match=problem):
+        Settings(auth="session", instance_url="https://acme.my.salesforce.com", session_id="x", **settings)
 
 
 # --- per-record errors ---------------------------------------------------------------------
