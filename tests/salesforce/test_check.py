@@ -201,7 +201,7 @@ sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
 destinations:
   sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}"}}
 """)
-    monkeypatch.setenv("HOOK", "s")
+    monkeypatch.setenv("HOOK", "a-long-enough-webhook-secret")
     monkeypatch.setenv("SF_SID", fake.new_session())
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
