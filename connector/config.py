@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connector import yamlfile
+from connector.durations import DURATION, seconds
 from connector.errors import ConfigError
 from connector.logs import Redactor, install
 
@@ -29,18 +30,6 @@ MIN_SECRET_LENGTH = 16
 # Variables read by default when the file names none (e.g. LEADITIO_API_KEY): their values are secret too.
 _SECRET_VARIABLE = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|PRIVATE_KEY)S?(_[A-Z0-9]+)?$")
 _DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def seconds(value: Any) -> float:
-    """`90`, `90s`, `15m`, `3d` -> seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"'{value}' is not a duration (examples: 30s, 15m, 3d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _known(value: str, registry: dict[str, Any], what: str) -> str:
@@ -223,7 +212,7 @@ def json_schema() -> dict[str, Any]:
     for name in DURATIONS:  # validated as seconds, written as 30s, 15m, 3d
         durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
         durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
-                                    {"type": "string", "pattern": _DURATION.pattern}]
+                                    {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 

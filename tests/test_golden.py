@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from connector.config import SourceConfig, load_config
-from connector.destinations import OutboundRecord
 from connector.destinations.http import HttpDestination
 from connector.destinations.http import Settings as HttpSettings
 from connector.destinations.hubspot import HubSpotDestination, hubspot_value
@@ -33,6 +32,7 @@ from connector.errors import Permanent
 from connector.intake import accept
 from connector.lead import mapping_input
 from connector.mapping import Mapping, load_mapping
+from connector.records import OutboundRecord
 from connector.sources import marketplace_class
 from connector.store import Store
 from connector.worker import Worker

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.destinations import OutboundRecord
 from connector.destinations.hubspot import HubSpotDestination, Settings, hubspot_value
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
 from connector.lead import mapping_input
 from connector.mapping import Mapping, load_mapping
+from connector.records import OutboundRecord
 from tests.fakes.hubspot import FakeHubSpot, hubspot_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from connector.destinations.base import OutboundRecord, UpdatePolicy
 from connector.errors import ConfigError, Permanent
 from connector.lead import mapping_input
 from connector.mapping import load_mapping
 from connector.mapping.spec import json_schema
 from connector.mapping.transforms import date_format
+from connector.records import OutboundRecord, UpdatePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -210,8 +210,9 @@ def test_replay_resends_and_force_overrides_staleness(receiver, config, store, t
 
 
 def test_skip_outcome_is_recorded(tmp_path, database_url):
-    from connector.destinations.base import Destination, DestinationSettings, Outcome
+    from connector.destinations.base import Destination, DestinationSettings
     from connector.errors import Skip
+    from connector.records import Outcome
 
     class Converted(Destination):
         kind = "test_converted"

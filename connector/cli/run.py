@@ -10,6 +10,7 @@ import threading
 import click
 
 from connector.cli.app import Context, console, main, pass_ctx
+from connector.durations import seconds
 from connector.errors import ConfigError
 from connector.logs import setup_logging
 
@@ -120,8 +121,6 @@ def upgrade(ctx: Context) -> None:
 @pass_ctx
 def prune(ctx: Context, older_than: str | None) -> None:
     """Forget finished events (never pending ones, never dead letters) older than the dedupe window."""
-    from connector.config import seconds
-
     days = ctx.config.server.dedupe_days
     horizon = max(seconds(older_than), 7 * 86400) if older_than else days * 86400
     removed = ctx.store.prune(horizon)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from connector.destinations.base import UpdatePolicy
+from connector.records import UpdatePolicy
 from connector.yamlfile import did_you_mean
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector.destinations.base import UpdatePolicy
+from connector.records import UpdatePolicy
 from connector.yamlfile import did_you_mean
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from connector.destinations.base import Destination, DestinationSettings, OutboundRecord, Outcome
+from connector.destinations.base import Destination, DestinationSettings
+from connector.records import OutboundRecord, Outcome
 
 KEY = "lead_key"
 _LOCKS: dict[str, threading.Lock] = {}

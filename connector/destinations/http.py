@@ -14,8 +14,9 @@ from typing import Literal
 import requests
 from pydantic import Field
 
-from connector.destinations.base import Destination, DestinationSettings, OutboundRecord, Outcome
+from connector.destinations.base import Destination, DestinationSettings
 from connector.errors import classify, network_error, parse_retry_after
+from connector.records import OutboundRecord, Outcome
 
 
 class Settings(DestinationSettings):

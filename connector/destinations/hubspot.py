@@ -43,14 +43,9 @@ from urllib3.util.retry import Retry
 from connector.apiclient import Counters, RateBudget, shared_budget
 from connector.destinations import _hubspot_errors as answers
 from connector.destinations import _hubspot_schema as schema
-from connector.destinations.base import (
-    Destination,
-    DestinationSettings,
-    OutboundRecord,
-    Outcome,
-    UpdatePolicy,
-)
+from connector.destinations.base import Destination, DestinationSettings
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
+from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 if TYPE_CHECKING:
     from connector.mapping import Mapping

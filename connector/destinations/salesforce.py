@@ -33,14 +33,10 @@ from connector.destinations._salesforce_setup import (
     describe_metadata,
     setup_failure,
 )
-from connector.destinations.base import (
-    Destination,
-    DestinationSettings,
-    OutboundRecord,
-    Outcome,
-    UpdatePolicy,
-)
+from connector.destinations.base import Destination, DestinationSettings
+from connector.durations import seconds
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
+from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 if TYPE_CHECKING:  # connector.mapping imports this package: only lazy imports of it here
     from connector.mapping import Mapping
@@ -117,8 +113,6 @@ class Settings(DestinationSettings):
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        from connector.config import seconds
-
         return seconds(value)
 
     @model_validator(mode="after")

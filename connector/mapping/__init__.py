@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from connector import yamlfile
-from connector.destinations.base import UpdatePolicy
 from connector.errors import Permanent
 from connector.lead import get_path
 from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile, fields_only_from
 from connector.mapping.transforms import TRANSFORMS, Unusable
+from connector.records import MappedRecord
 
 
 def _empty(value: Any) -> bool:
@@ -25,13 +23,6 @@ class TransformFailed(Exception):
     def __init__(self, transform: str, reason: str):
         super().__init__(f"{transform}: {reason}")
         self.transform, self.reason = transform, reason
-
-
-@dataclass
-class MappedRecord:
-    values: dict[str, Any]
-    policies: dict[str, UpdatePolicy]
-    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why a transform left it empty
 
 
 class Mapping:

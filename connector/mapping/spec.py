@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connector.destinations.base import UpdatePolicy
 from connector.lead import CORE_LEAD_FIELDS, PIPELINE_FIELDS
 from connector.mapping.transforms import TRANSFORMS
+from connector.records import UpdatePolicy
 from connector.yamlfile import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")

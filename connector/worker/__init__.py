@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.config import Config
-from connector.destinations import Destination, OutboundRecord, Outcome
+from connector.destinations import Destination
 from connector.errors import (
     ConfigError,
     ConfigProblem,
@@ -31,6 +31,7 @@ from connector.errors import (
 from connector.lead import mapping_input
 from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
+from connector.records import OutboundRecord, Outcome
 from connector.store import Claimed, Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.timeutil import iso

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.config import load_config
-from connector.destinations import OutboundRecord
 from connector.destinations._salesforce_auth import http_session
 from connector.destinations.salesforce import SalesforceDestination, Settings
 from connector.errors import ConfigError, ConfigProblem, Retryable
+from connector.records import OutboundRecord
 from tests.fakes.salesforce import FakeSalesforce, ToFake
 
 EXT = "Leaditio_Lead_ID__c"

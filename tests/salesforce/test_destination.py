@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from connector.destinations import OutboundRecord, UpdatePolicy
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable, Skip
 from connector.mapping import load_mapping
+from connector.records import OutboundRecord, UpdatePolicy
 from tests.conftest import ROOT
 from tests.fakes.salesforce import FakeSalesforce
 from tests.salesforce.conftest import session_destination
