@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.backfill import Backfill, Job, Progress, Result  # noqa: E402
 from connector.config import load_config  # noqa: E402
+from connector.runtime import Runtime  # noqa: E402
 from connector.store import Store  # noqa: E402
 
 KEY = "bench-key"
@@ -80,9 +81,9 @@ def main() -> None:
             runs: list[tuple[str, Result, float, dict[str, Any], dict[str, Any]]] = []
             for name in ("first run", "re-run"):
                 before = fake_stats(process)
-                api = config.marketplaces["leaditio"].api()
+                api = Runtime(config).marketplaces["leaditio"].api()
                 started, wall_start = time.monotonic(), time.time()
-                result = Backfill(config, store, Job("leaditio"), api, on_progress=watch).run()
+                result = Backfill(Runtime(config, store), Job("leaditio"), api, on_progress=watch).run()
                 elapsed = time.monotonic() - started
                 api.close()
                 # The fake counts in fixed windows aligned to the clock: the most it could have granted

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.config import load_config  # noqa: E402
 from connector.intake import accept_many  # noqa: E402
+from connector.runtime import Runtime  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.store.schema import DEAD, DELIVERED  # noqa: E402
 from connector.worker import run_workers  # noqa: E402
@@ -100,15 +101,15 @@ def run(fake: FakeProcess, leads: int, batch_size: int | None, folder: Path, nam
     config = load_config(work / "config.yaml", env={"LEADITIO_SECRET": SECRET, "HUBSPOT_ACCESS_TOKEN": TOKEN})
     store = Store(config.database.url)
     store.upgrade()
-    config.build_destination(name).setup(config.load_mapping(name))  # properties exist before the clock starts
-    marketplace = config.marketplaces["leaditio"]
+    Runtime(config).destination(name).setup(Runtime(config).mapping(name))  # properties exist before the clock starts
+    marketplace = Runtime(config).marketplaces["leaditio"]
     bodies = (webhook_body(index + (100_000 if batch_size else 0)) for index in range(leads))
     accept_many(config, store, ((marketplace.parse(body), body) for body in bodies))
 
     before = fake.stats()
     stop = threading.Event()
     started = time.perf_counter()
-    threads = run_workers(config, store, config.worker.threads, stop)
+    threads = run_workers(Runtime(config, store), config.worker.threads, stop)
     deadline = time.monotonic() + 600
     while store.status()["queue_depth"] and time.monotonic() < deadline:
         time.sleep(0.1)

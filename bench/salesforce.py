@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.config import load_config  # noqa: E402
 from connector.intake import accept_many  # noqa: E402
+from connector.runtime import Runtime  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.worker import Worker  # noqa: E402
 from tests.fakes.salesforce import FakeSalesforce, running  # noqa: E402
@@ -70,11 +71,11 @@ def run(fake: FakeSalesforce, leads: int, batch_size: int | None, folder: Path) 
     config = load_config(work / "config.yaml", env={"LEADITIO_SECRET": SECRET, "SF_SESSION_ID": fake.new_session()})
     store = Store(config.database.url)
     store.upgrade()
-    marketplace = config.marketplaces["leaditio"]
+    marketplace = Runtime(config).marketplaces["leaditio"]
     bodies = (webhook_body(index) for index in range(leads))
     accept_many(config, store, ((marketplace.parse(body), body) for body in bodies))
 
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     started = time.perf_counter()
     worker.drain(["salesforce"], timeout=900)
     elapsed = time.perf_counter() - started

@@ -34,13 +34,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from connector.config import Config
 from connector.errors import ConfigProblem, ConnectorError, Permanent
 from connector.intake import destinations_for
 from connector.lead import InboundEvent, mapping_input
 from connector.logs import redact
+from connector.runtime import Runtime
 from connector.sources.base import ListedPage, MarketplaceApi, event_time
-from connector.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +142,18 @@ class Stop(Exception):
 
 
 class Backfill:
-    def __init__(self, config: Config, store: Store, job: Job, api: MarketplaceApi, *, limit: int | None = None,
+    def __init__(self, runtime: Runtime, job: Job, api: MarketplaceApi, *, limit: int | None = None,
                  dry_run: bool = False, sample_size: int = 3, concurrency: int | None = None,
                  on_progress: Callable[[Progress], None] | None = None):
+        config = runtime.config
         if job.source not in config.sources:
             raise ConfigProblem(f"no source named '{job.source}'")
         for name in job.destinations or []:
             if name not in config.destinations:
                 raise ConfigProblem(f"no destination named '{name}' (known: {', '.join(config.destinations)})")
+        self.runtime = runtime
         self.config = config
-        self.store = store
+        self.store = runtime.store
         self.job = job
         self.api = api
         self.limit = limit
@@ -403,7 +404,7 @@ class Backfill:
 
     def _mapping(self, name: str) -> Any:
         if name not in self._mappings:
-            self._mappings[name] = self.config.load_mapping(name) if self.config.destinations[name].mapping else None
+            self._mappings[name] = self.runtime.mapping(name) if self.config.destinations[name].mapping else None
         return self._mappings[name]
 
     # --- progress -------------------------------------------------------------------------------

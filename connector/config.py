@@ -1,15 +1,16 @@
 """The connector's config file: sources, destinations, routes between them, and runtime knobs.
 
-Loaded once at start-up. Any mistake stops start-up with the file, line, key path and problem.
+Plain validated data: nothing here builds a marketplace, a destination or a mapping (that is
+`connector.runtime`, which also checks each kind's own settings). Loaded once at start-up; any mistake
+stops start-up with the file, line, key path and problem.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from sqlalchemy.engine import make_url
@@ -18,25 +19,13 @@ from sqlalchemy.exc import ArgumentError
 from connector import yamlfile
 from connector.durations import DURATION, seconds
 from connector.errors import ConfigError
-from connector.logs import Redactor, install
-
-if TYPE_CHECKING:
-    from connector.destinations import Destination
-    from connector.mapping import Mapping
-    from connector.sources import Marketplace
+from connector.lead import get_path
 
 DEFAULT_CONFIG = "config.yaml"
 MIN_SECRET_LENGTH = 16
 # Variables read by default when the file names none (e.g. LEADITIO_API_KEY): their values are secret too.
 _SECRET_VARIABLE = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|PRIVATE_KEY)S?(_[A-Z0-9]+)?$")
 _DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
-
-
-def _known(value: str, registry: dict[str, Any], what: str) -> str:
-    if value not in registry:
-        hint = yamlfile.did_you_mean(value, registry)
-        raise ValueError(f"unknown {what} '{value}'{hint} (known: {', '.join(sorted(registry))})")
-    return value
 
 
 class Strict(BaseModel):
@@ -54,13 +43,6 @@ class SourceConfig(Strict):
     def secret_values(self) -> list[str]:
         return [s.get_secret_value() for s in self.secrets if s.get_secret_value()]
 
-    @field_validator("marketplace")
-    @classmethod
-    def _known_marketplace(cls, value: str) -> str:
-        from connector.sources import Marketplace
-
-        return _known(value, Marketplace.registry, "marketplace")
-
 
 class DestinationConfig(BaseModel):
     model_config = ConfigDict(extra="allow")  # the rest is the kind's own settings, checked below
@@ -69,13 +51,6 @@ class DestinationConfig(BaseModel):
                                   "own settings (see the README)")
     mapping: str | None = Field(default=None, description="path of the YAML field mapping")
     batch_size: int | None = Field(default=None, gt=0, description="records per CRM call (capped at the CRM's limit)")
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        from connector.destinations import Destination
-
-        return _known(value, Destination.registry, "destination type")
 
 
 class RouteConfig(Strict):
@@ -86,8 +61,6 @@ class RouteConfig(Strict):
                                   description="lead field path -> value or list of values")
 
     def accepts(self, event_type: str, lead: dict[str, Any]) -> bool:
-        from connector.lead import get_path
-
         if self.events is not None and event_type not in self.events:
             return False
         for path, wanted in self.where.items():
@@ -152,37 +125,23 @@ class Config(Strict):
                                                                         "destination")
 
     path: Path | None = Field(default=None, exclude=True)
-    # Takes every configured secret (and emails and phones) out of text: see connector.logs.Redactor.
-    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+    # The file as read, so that later checks (connector.runtime) can name the line of a mistake.
+    _document: yamlfile.YamlDocument | None = PrivateAttr(default=None)
+    # Every secret the file holds or names: the runtime's redactor takes them out of logs and answers.
+    _secrets: list[str] = PrivateAttr(default_factory=list)
 
     @property
-    def redactor(self) -> Redactor:
-        return self._redactor
+    def document(self) -> yamlfile.YamlDocument:
+        if self._document is None:
+            raise ConfigError("this config was not read from a file")
+        return self._document
 
-    # --- built lazily, once, from the validated config ----------------------------------
-    @cached_property
-    def marketplaces(self) -> dict[str, Marketplace]:
-        from connector.sources import marketplace_class
-
-        return {name: marketplace_class(src.marketplace)(name, src) for name, src in self.sources.items()}
+    @property
+    def secrets(self) -> list[str]:
+        return self._secrets
 
     def body_limit(self, source: str) -> int:
         return self.sources[source].max_body_bytes or self.server.max_body_bytes
-
-    def build_destination(self, name: str) -> Destination:
-        from connector.destinations import Destination
-
-        cls = Destination.registry[self.destinations[name].type]
-        return cls(name, self._destination_settings[name])
-
-    def load_mapping(self, name: str) -> Mapping:
-        from connector.mapping import load_mapping
-
-        dest = self.destinations[name]
-        if not dest.mapping:
-            raise ConfigError(f"destination '{name}' has no mapping", file=str(self.path),
-                              key=f"destinations.{name}.mapping")
-        return load_mapping(self.resolve(dest.mapping))
 
     def resolve(self, relative: str) -> Path:
         """Paths in the config are relative to the config file's folder."""
@@ -193,15 +152,6 @@ class Config(Strict):
 
     def routes_for(self, source: str) -> list[RouteConfig]:
         return [r for r in self.routes if r.source == source]
-
-    def batch_size(self, name: str) -> int:
-        from connector.destinations import Destination
-
-        dest = self.destinations[name]
-        limit = Destination.registry[dest.type].max_batch
-        return min(dest.batch_size or limit, limit)
-
-    _destination_settings: dict[str, Any] = {}
 
 
 def json_schema() -> dict[str, Any]:
@@ -237,8 +187,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise doc.error((), "the config file must be a mapping with sources, destinations and routes")
     config = yamlfile.validate(doc, Config)
     config.path = doc.path.resolve()
-    config._redactor = Redactor(secret_values(doc, env_map))
-    install(config.redactor)
+    config._document = doc
+    config._secrets = secret_values(doc, env_map)
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
@@ -253,24 +203,13 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
 
 
 def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
-    from connector.destinations import Destination
-    from connector.sources import Marketplace
-
-    config._destination_settings = {}
-    for name, dest in config.destinations.items():
-        cls = Destination.registry[dest.type]
-        extra = dict(dest.model_extra or {})
-        config._destination_settings[name] = yamlfile.validate(doc, cls.Settings, data=extra,
-                                                               loc_prefix=("destinations", name))
+    """Secrets and route names; each kind's own settings are checked by connector.runtime."""
     for name, src in config.sources.items():
-        cls = Marketplace.registry[src.marketplace]
         if not src.secret_values():
             raise doc.error(("sources", name, "secrets"),
                             "needs at least one webhook secret, e.g. - ${LEADITIO_WEBHOOK_SECRET}")
         for index, secret in enumerate(src.secrets):
             _check_webhook_secret(doc, ("sources", name, "secrets", index), secret.get_secret_value())
-        if src.api is not None and cls.ApiSettings is not None:
-            yamlfile.validate(doc, cls.ApiSettings, data=src.api, loc_prefix=("sources", name, "api"))
     for index, route in enumerate(config.routes):
         if route.source not in config.sources:
             raise doc.error(("routes", index, "source"), f"no source named '{route.source}'"
@@ -334,14 +273,3 @@ def secret_values(doc: yamlfile.YamlDocument, env: Any) -> list[str]:
     found.extend(value for name, value in env.items() if _SECRET_VARIABLE.search(name))
     lines = [line.strip() for value in found for line in value.replace("\\n", "\n").splitlines()]
     return found + [line for line in lines if len(line) >= MIN_SECRET_LENGTH and not line.startswith("-----")]
-
-
-def api_settings(config: Config, source: str) -> Any:
-    """The validated `api:` block of a source, as its marketplace's model."""
-    from connector.sources import Marketplace
-
-    src = config.sources[source]
-    cls = Marketplace.registry[src.marketplace]
-    if cls.ApiSettings is None:
-        raise ConfigError(f"the {src.marketplace} marketplace has no API", key=f"sources.{source}")
-    return cls.ApiSettings.model_validate(src.api or {})

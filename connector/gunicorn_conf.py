@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+from connector.logs import setup_logging
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 # gevent, answering unparseable requests as JSON (connector/gunicorn_worker.py says why): a client
@@ -43,20 +45,17 @@ logconfig_dict = {
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="connector-metrics-")
 
+# prometheus_client chooses its multiprocess value class when first imported: only after the folder is set.
+from prometheus_client import multiprocess  # noqa: E402
+
 
 def on_starting(server):  # noqa: ANN001, ARG001 - gunicorn's hook signature
-    from connector.logs import setup_logging
-
     setup_logging()
 
 
 def post_fork(server, worker):  # noqa: ANN001, ARG001
-    from connector.logs import setup_logging
-
     setup_logging()
 
 
 def child_exit(server, worker):  # noqa: ANN001, ARG001
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)

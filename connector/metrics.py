@@ -70,6 +70,7 @@ class QueueCollector(Collector):
 
 def render(store: Store) -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported only in multiprocess mode: it reads PROMETHEUS_MULTIPROC_DIR, which gunicorn_conf sets first.
         from prometheus_client import multiprocess
 
         counters = CollectorRegistry()

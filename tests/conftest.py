@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from connector.config import Config, load_config
+from connector.runtime import Runtime
 from connector.store import Store
 from tests.fakes.http_crm import FakeCrm
 from tests.fakes.server import serve
@@ -93,7 +94,7 @@ def receiver(config: Config, store: Store) -> Any:
     """The real Flask receiver over real HTTP; yields its base URL."""
     from connector.web import create_app
 
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         yield url
 
 

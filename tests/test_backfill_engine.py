@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from connector.backfill import Backfill, Job, Progress, Result
 from connector.config import Config, load_config
 from connector.intake import accept
+from connector.runtime import Runtime
 from connector.sources.leaditio import LISTED_FIELDS, ApiSettings, LeaditioApi
 from connector.store import Store
 from connector.store.schema import deliveries, events
@@ -48,9 +49,9 @@ def setup(tmp_path: Path, database_url: str, fake: FakeLeaditioApi, key: str, **
 
 
 def run(config: Config, store: Store, job: Job | None = None, *, restart: bool = False, **kw: Any) -> Result:
-    api = config.marketplaces["leaditio"].api()
+    api = Runtime(config).marketplaces["leaditio"].api()
     try:
-        return Backfill(config, store, job or Job("leaditio"), api, **kw).run(restart=restart)
+        return Backfill(Runtime(config, store), job or Job("leaditio"), api, **kw).run(restart=restart)
     finally:
         api.close()
 
@@ -88,7 +89,7 @@ def test_first_run_queues_every_lead_once_and_a_rerun_costs_only_list_calls(tmp_
 def test_backfilled_leads_reach_the_destination_like_webhook_leads(tmp_path, sqlite_url, fake, key):
     config, store = setup(tmp_path, sqlite_url, fake, key)
     run(config, store)
-    Worker(config, store).drain(timeout=30)
+    Worker(Runtime(config, store)).drain(timeout=30)
     rows = read_jsonl(tmp_path / "leads.jsonl")
     assert len(rows) == 250
     lead = make_lead(7)
@@ -103,8 +104,8 @@ def test_api_detail_and_webhook_give_the_same_lead_document(tmp_path, sqlite_url
     webhook_body = {"event": "lead.new", "timestamp": full["delivered_at"],
                     "lead": {k: v for k, v in full.items() if k not in ("phone", "email")},
                     "contact": {"phone": full["phone"], "email": full["email"]}}
-    from_webhook = config.marketplaces["leaditio"].parse(json.dumps(webhook_body).encode())
-    api = config.marketplaces["leaditio"].api()
+    from_webhook = Runtime(config).marketplaces["leaditio"].parse(json.dumps(webhook_body).encode())
+    api = Runtime(config).marketplaces["leaditio"].api()
     from_api = api.detail({"id": full["id"]})
     assert from_api is not None and from_api.lead == from_webhook.lead
     assert from_api.occurred_at == from_webhook.occurred_at  # both dated by delivered_at
@@ -118,7 +119,7 @@ def test_leads_already_received_by_webhook_cost_no_detail_call(tmp_path, databas
                 "lead": {k: v for k, v in full.items() if k not in ("phone", "email")},
                 "contact": {"phone": full["phone"], "email": full["email"]}}
         raw = json.dumps(body).encode()
-        accept(config, store, config.marketplaces["leaditio"].parse(raw), raw)
+        accept(config, store, Runtime(config).marketplaces["leaditio"].parse(raw), raw)
     result = run(config, store)
     assert result.counts.fetched == 247 and result.counts.already_present == 3
     assert fake.requests["detail"] == 247
@@ -186,9 +187,9 @@ def test_ctrl_c_then_resume(tmp_path, sqlite_url, fake, key):
         if step.done >= 130:
             raise KeyboardInterrupt
 
-    api = config.marketplaces["leaditio"].api()
+    api = Runtime(config).marketplaces["leaditio"].api()
     with pytest.raises(KeyboardInterrupt):
-        Backfill(config, store, Job("leaditio"), api, on_progress=interrupt).run()
+        Backfill(Runtime(config, store), Job("leaditio"), api, on_progress=interrupt).run()
     assert len(stored_events(store)) == 100
     resumed = run(config, store)
     assert resumed.resumed and resumed.done
@@ -253,7 +254,7 @@ def test_a_changed_lead_is_fetched_again_as_an_update(tmp_path, database_url, fa
     updates = [r for r in stored_events(store) if r["event_type"] == "lead.updated"]
     assert [r["lead_id"] for r in updates] == ["lead_000001"]
     assert json.loads(updates[0]["lead_json"])["score"] == 99
-    Worker(config, store).drain(timeout=30)
+    Worker(Runtime(config, store)).drain(timeout=30)
     assert read_jsonl(tmp_path / "leads.jsonl")["leaditio:lead_000001"]["score"] == 99
 
 
@@ -296,7 +297,7 @@ def test_destination_option_and_destinations_that_never_had_the_lead(tmp_path, d
     to_c = run(config, store, Job("leaditio", destinations=["c"]))
     assert to_c.counts.deliveries == 250 and to_c.counts.fetched == 0
     assert run(config, store).counts.enqueued == 0  # and nothing is left to do
-    Worker(config, store).drain(timeout=30)
+    Worker(Runtime(config, store)).drain(timeout=30)
     assert len(read_jsonl(tmp_path / "b.jsonl")) == solar and len(read_jsonl(tmp_path / "c.jsonl")) == 250
 
 
@@ -312,8 +313,8 @@ def test_leads_no_route_takes_are_recorded_once_and_not_fetched_again(tmp_path, 
 
 def test_a_lead_the_api_refuses_is_counted_as_failed_and_the_run_goes_on(tmp_path, sqlite_url, fake, key):
     config, store = setup(tmp_path, sqlite_url, fake, key)
-    api = config.marketplaces["leaditio"].api()
+    api = Runtime(config).marketplaces["leaditio"].api()
     fake.on_list = lambda f, listed: f.fail_next(1, 400) if listed and listed[0]["id"] == "lead_000249" else None
-    result = Backfill(config, store, Job("leaditio"), api, concurrency=1).run()
+    result = Backfill(Runtime(config, store), Job("leaditio"), api, concurrency=1).run()
     assert result.done and not result.ok
     assert result.counts.failed == 1 and result.counts.enqueued == 249 and result.failed_ids == ["lead_000249"]

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.worker import Worker
 from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
@@ -83,7 +84,7 @@ def test_send_test_status_deadletters_and_replay(cli, tmp_path, database_url):
 
     config = load_config(cli.path, env=ENV)
     store = Store(config.database.url)
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         out = cli("send-test", "--url", url)
         assert "HTTP 200" in out and "accepted" in out
         post_webhook(url, leaditio_payload("lead_nolast"))
@@ -93,7 +94,7 @@ def test_send_test_status_deadletters_and_replay(cli, tmp_path, database_url):
     mapping = tmp_path / "mappings" / "file.yaml"
     original = mapping.read_text()
     mapping.write_text(original + "  surname: {from: last_name, required: true}\n")
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     listed = cli("deadletters", "list")
     assert "leaditio:lead_nolast" in listed and "surname is required" in listed
     dead_id = store.deliveries_query(state="dead")[0]["id"]
@@ -101,7 +102,7 @@ def test_send_test_status_deadletters_and_replay(cli, tmp_path, database_url):
     assert "surname is required" in shown and "Sandton" in shown
     mapping.write_text(original)
     assert "2 dead letters queued again" in cli("deadletters", "retry", "--all")
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert json.loads(cli("status", "--json"))["destinations"]["leads_file"]["delivered"] == 2
     assert "1 deliveries queued again" in cli("replay", "--lead", "lead_nolast")
     cli("replay", "--lead", "no_such_lead", code=1)

@@ -10,6 +10,7 @@ import pytest
 from connector.config import database_url, load_config
 from connector.config import json_schema as config_json_schema
 from connector.errors import ConfigError
+from connector.runtime import load_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"LEADITIO_WEBHOOK_SECRET": "whsec_config_test_0001"}
@@ -67,7 +68,7 @@ routes:
 ])
 def test_config_mistakes(tmp_path, text, line, words):
     with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), env=ENV)
+        load_runtime(write(tmp_path, text), env=ENV)  # the runtime checks each kind's own settings too
     message = str(caught.value)
     assert f"c.yaml:{line}" in message, message
     assert words in message, message

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from connector.runtime import Runtime
 from connector.store.schema import DEAD, PENDING, deliveries, destination_pauses
 from connector.timeutil import parse_iso
 from connector.web import create_app
@@ -41,14 +42,14 @@ FAULTS = {
 def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url, worker={"breaker_threshold": 4})
 
-    with serve(create_app(config, store)) as receiver:
+    with serve(create_app(Runtime(config, store))) as receiver:
 
         class Delivery(RuleBasedStateMachine):
             def __init__(self) -> None:
                 super().__init__()
                 run = uuid.uuid4().hex[:8]
                 self.leads = [f"m{run}_{i}" for i in range(LEADS)]
-                self.workers = [Worker(config, store, owner=f"{run}:{i}") for i in range(WORKERS)]
+                self.workers = [Worker(Runtime(config, store), owner=f"{run}:{i}") for i in range(WORKERS)]
                 self.held: dict[int, Work | None] = {}
                 self.bodies: list[dict[str, Any]] = []
                 self.acked: dict[str, list[tuple[float, int, int]]] = {}  # lead -> (time, event id, score)
@@ -92,7 +93,7 @@ def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database
                 with store.engine.begin() as conn:
                     conn.execute(deliveries.update().where(deliveries.c.lease_owner == worker.owner)
                                  .values(lease_until=0.0))
-                self.workers[w] = Worker(config, store, owner=f"{worker.owner}+")
+                self.workers[w] = Worker(Runtime(config, store), owner=f"{worker.owner}+")
 
             @rule(kind=st.sampled_from(sorted(FAULTS)), times=st.integers(1, 3))
             def crm_fails(self, kind: str, times: int) -> None:
@@ -120,7 +121,7 @@ def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database
                         self.workers[w].deliver(work)
                 fake_crm.script.clear()
                 self.time_passes()
-                Worker(config, store).drain(timeout=60)
+                Worker(Runtime(config, store)).drain(timeout=60)
                 for lead, acked in self.acked.items():
                     key = f"leaditio:{lead}"
                     _, newest_event, newest_score = max(acked)

@@ -13,14 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from connector.intake import accept_many
 from connector.lead import CORE_LEAD_FIELDS, InboundEvent, mapping_input
 from connector.mapping import load_mapping
-from connector.sources import Marketplace
+from connector.runtime import Runtime
+from connector.sources import MARKETPLACES
 from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING
 from connector.worker import Worker
 from tests.conftest import ROOT, leaditio_payload, make_config
 
 MAPPINGS = sorted(p.name for p in (ROOT / "mappings").glob("*.yaml"))
-FIELDS = sorted(set(CORE_LEAD_FIELDS).union(*(cls.lead_fields for cls in Marketplace.registry.values())) - {"id"})
+FIELDS = sorted(set(CORE_LEAD_FIELDS).union(*(cls.lead_fields for cls in MARKETPLACES.values())) - {"id"})
 
 odd_text = st.one_of(
     st.text(max_size=40),
@@ -46,7 +47,7 @@ def test_any_lead_maps_or_is_a_dead_letter_and_valid_leads_still_go(tmp_path: Pa
                          worker={"retry_horizon": 0.3, "backoff_base": 0.02, "backoff_max": 0.05})
     store = Store(config.database.url)
     store.upgrade()
-    marketplace = config.marketplaces["leaditio"]
+    marketplace = Runtime(config).marketplaces["leaditio"]
     valid = marketplace.parse(json.dumps(leaditio_payload()).encode()).lead
     # Which mappings take the documented lead at all (the LeadOS ones require a company, say).
     takes_valid = {name for name in destinations
@@ -65,7 +66,7 @@ def test_any_lead_maps_or_is_a_dead_letter_and_valid_leads_still_go(tmp_path: Pa
             items.append((InboundEvent(source="leaditio", event_key=f"{lead_id}", event_type="lead.new",
                                        occurred_at=1.7e9, lead_id=lead_id, lead=document), body))
         accept_many(config, store, items)
-        Worker(config, store).drain(timeout=60)
+        Worker(Runtime(config, store)).drain(timeout=60)
         rows = [r for r in store.deliveries_query(limit=10_000) if r["lead_key"].startswith(f"leaditio:f{run_id}_")]
         assert rows and all(r["state"] != PENDING for r in rows)
         for row in rows:

@@ -33,6 +33,7 @@ from connector.intake import accept
 from connector.lead import mapping_input
 from connector.mapping import Mapping, load_mapping
 from connector.records import OutboundRecord
+from connector.runtime import Runtime
 from connector.sources import marketplace_class
 from connector.store import Store
 from connector.worker import Worker
@@ -198,16 +199,16 @@ def test_sequences_end_with_the_newest_data_in_every_crm(path: Path, salesforce:
                     {"source": "leaditio", "destination": "hubspot"}])
         config = load_config(config_path, env={**ENV, "SF_SESSION_ID": salesforce.new_session(),
                                                "HUBSPOT_TOKEN": token})
-        config.build_destination("hubspot").setup(config.load_mapping("hubspot"))
+        Runtime(config).destination("hubspot").setup(Runtime(config).mapping("hubspot"))
         store = Store(config.database.url)
         store.upgrade()
         try:
             states = []
             for index, payload in enumerate(case["events"]):
                 body = json.dumps(payload).encode()
-                recorded = accept(config, store, config.marketplaces["leaditio"].parse(body), body)
+                recorded = accept(config, store, Runtime(config).marketplaces["leaditio"].parse(body), body)
                 assert recorded is not None
-                Worker(config, store).drain(timeout=20)
+                Worker(Runtime(config, store)).drain(timeout=20)
                 newest = {}  # this event's delivery to each destination: the newest one
                 for row in sorted(store.deliveries_query(limit=1000), key=lambda r: r["id"]):
                     newest[row["destination"]] = row["state"]

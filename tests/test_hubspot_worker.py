@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from connector.config import Config, load_config
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING
 from connector.web import create_app
@@ -45,8 +46,8 @@ def pipeline(tmp_path: Path, database_url: str, fake: FakeHubSpot, token: str) -
     config = hubspot_config(tmp_path, database_url, fake.url, token)  # type: ignore[attr-defined]
     store = Store(config.database.url)
     store.upgrade()
-    config.build_destination("hubspot").setup(config.load_mapping("hubspot"))
-    with serve(create_app(config, store)) as receiver:
+    Runtime(config).destination("hubspot").setup(Runtime(config).mapping("hubspot"))
+    with serve(create_app(Runtime(config, store))) as receiver:
         yield config, store, receiver
     store.dispose()
 
@@ -62,7 +63,7 @@ def test_leads_become_contacts_in_one_call_and_updates_keep_sales_changes(pipeli
         payload["contact"]["email"] = f"buyer{n}@example.com"
         assert post_webhook(receiver, payload).status_code == 200
     upserts = fake.count("/batch/upsert")
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
     assert states(store) == [DELIVERED] * 30
     assert fake.count("/batch/upsert") - upserts == 1 and len(fake.contacts) == 30
     contact = fake.find("leaditio_lead_id", "leaditio:lead_007")
@@ -73,7 +74,7 @@ def test_leads_become_contacts_in_one_call_and_updates_keep_sales_changes(pipeli
     update = leaditio_payload(lead_id="lead_007", event="lead.updated", timestamp="2026-05-21T09:00:00Z",
                               score=96, score_tier="hot")
     assert post_webhook(receiver, update).status_code == 200
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
     assert len(fake.contacts) == 30
     assert contact["properties"]["leaditio_score"] == "96"
     assert contact["properties"]["lifecyclestage"] == "salesqualifiedlead"
@@ -90,13 +91,13 @@ def test_lead_updated_events_settle_in_one_call_and_the_newest_data_wins(pipelin
 
     for n in range(22):
         post_webhook(receiver, payload(n, timestamp="2026-05-20T10:00:00Z"))
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
     for version, score in ((1, 60), (2, 70)):
         for n in range(22):
             post_webhook(receiver, payload(n, event="lead.updated", timestamp=f"2026-05-2{version}T10:00:00Z",
                                            score=score + n))
     upserts = fake.count("/batch/upsert")
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
     assert states(store) == [DELIVERED] * 66
     assert fake.count("/batch/upsert") - upserts <= 2 and len(fake.contacts) == 22
     for n in range(22):
@@ -110,7 +111,7 @@ def test_only_the_bad_lead_is_dead_lettered_with_hubspots_words(pipeline: Any, f
         payload = leaditio_payload(lead_id=f"lead_{n}", timestamp=f"2026-05-20T10:0{n}:00Z")
         payload["contact"]["email"] = "not-an-email" if n == 1 else f"ok{n}@example.com"
         post_webhook(receiver, payload)
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
     assert states(store) == [DELIVERED, DEAD, DELIVERED]
     dead = store.deliveries_query(state=DEAD)[0]
     assert dead["last_error_code"] == "INVALID_EMAIL" and "Email address not-an-email is invalid" in dead["last_error"]
@@ -121,7 +122,7 @@ def test_a_revoked_token_pauses_the_destination_and_loses_nothing(pipeline: Any,
     config, store, receiver = pipeline
     post_webhook(receiver, leaditio_payload())
     fake.revoke(token)
-    Worker(config, store).run_once("hubspot")
+    Worker(Runtime(config, store)).run_once("hubspot")
     assert states(store) == [PENDING]
     pause = store.status()["pauses"]["hubspot"]
     assert pause["kind"] == "config" and "expired" in pause["reason"]
@@ -135,9 +136,9 @@ def test_the_daily_limit_pauses_until_midnight_without_dead_letters(tmp_path: Pa
         config = hubspot_config(tmp_path, database_url, url, token, id_property="email")
         store = Store(config.database.url)
         store.upgrade()
-        with serve(create_app(config, store)) as receiver:
+        with serve(create_app(Runtime(config, store))) as receiver:
             post_webhook(receiver, leaditio_payload())
-        worker = Worker(config, store)
+        worker = Worker(Runtime(config, store))
         worker.run_once("hubspot")
         pause = store.status()["pauses"]["hubspot"]
         assert pause["kind"] == "rate_limit" and "daily" in pause["reason"]

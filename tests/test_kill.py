@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DELIVERED
 from connector.worker import Worker
@@ -25,7 +26,7 @@ def test_sigkill_mid_delivery_leaves_the_lead_exactly_once(tmp_path, database_ur
     config = load_config(path, env=ENV)
     store = Store(config.database.url)
     store.upgrade()
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         assert post_webhook(url, leaditio_payload()).status_code == 200
 
     fake_crm.delay = 1.5  # the CRM is slow: the kill lands while the request is in flight
@@ -44,7 +45,7 @@ def test_sigkill_mid_delivery_leaves_the_lead_exactly_once(tmp_path, database_ur
 
     fake_crm.delay = 0
     started = time.monotonic()
-    Worker(config, store).drain(timeout=20)  # waits out the dead worker's lease, then delivers
+    Worker(Runtime(config, store)).drain(timeout=20)  # waits out the dead worker's lease, then delivers
     assert time.monotonic() - started >= 0.5
     [row] = store.deliveries_query()
     assert row["state"] == DELIVERED

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connector.cli import main
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, STALE, deliveries, events
 from connector.web import create_app
@@ -38,8 +39,8 @@ def stamp(epoch: float) -> str:
 # --- 1. newest wins ------------------------------------------------------------------------
 def test_a_lost_answer_never_lets_an_older_event_win(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
-    worker = Worker(config, store)
-    with serve(create_app(config, store)) as url:
+    worker = Worker(Runtime(config, store))
+    with serve(create_app(Runtime(config, store))) as url:
         newer = post_webhook(url, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=90))
         fake_crm.lose_next_answer()  # the CRM writes the update, its answer never arrives
         worker.run_once("crm")
@@ -56,8 +57,8 @@ def test_a_lost_answer_never_lets_an_older_event_win(tmp_path, database_url, fak
 
 def test_an_older_event_is_not_sent_while_a_newer_one_is_in_flight(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
-    first, second = Worker(config, store), Worker(config, store)
-    with serve(create_app(config, store)) as url:
+    first, second = Worker(Runtime(config, store)), Worker(Runtime(config, store))
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=90))
         in_flight = first.take("crm")
         assert in_flight is not None and len(in_flight.items) == 1
@@ -74,7 +75,7 @@ def test_an_older_event_is_not_sent_while_a_newer_one_is_in_flight(tmp_path, dat
 def test_same_time_goes_to_the_later_received_event(receiver, config, store, tmp_path):
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=1))
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=2))
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert read_jsonl(tmp_path / "leads.jsonl")[LEAD]["score"] == 2
 
 
@@ -95,13 +96,13 @@ def test_a_batch_that_raises_is_split_until_the_lead_behind_it_stands_alone(tmp_
     config = make_config(tmp_path, database_url, worker={"retry_horizon": 0.5})
     store = Store(config.database.url)
     store.upgrade()
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         for index in range(5):
             post_webhook(url, leaditio_payload(f"lead_{index}"))
         post_webhook(url, leaditio_payload("lead_odd", first_name="\ud800"))  # the file cannot hold it (UTF-8)
         for index in range(5, 10):
             post_webhook(url, leaditio_payload(f"lead_{index}"))
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     worker.run_once("leads_file")  # one batch of 11: halved until the odd lead is alone
     assert len(read_jsonl(tmp_path / "leads.jsonl")) == 10
     worker.drain(timeout=10)
@@ -116,7 +117,7 @@ def test_two_updates_in_the_same_second_are_two_events(receiver, config, store, 
     assert post_webhook(receiver, one).json()["status"] == "accepted"
     assert post_webhook(receiver, two).json()["status"] == "accepted"
     assert post_webhook(receiver, two).json()["status"] == "duplicate"
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert read_jsonl(tmp_path / "leads.jsonl")[LEAD]["score"] == 70
 
 
@@ -124,7 +125,7 @@ def test_long_ids_are_never_cut_into_one(receiver, config, store, tmp_path):
     shared = "x" * 390
     for tail in ("aaaaa", "bbbbb"):
         assert post_webhook(receiver, leaditio_payload(shared + tail)).json()["status"] == "accepted"
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     written = read_jsonl(tmp_path / "leads.jsonl")
     assert sorted(row["lead_id"][-5:] for row in written.values()) == ["aaaaa", "bbbbb"]
     assert all(len(key) <= 400 for key in written)
@@ -134,9 +135,9 @@ def test_long_ids_are_never_cut_into_one(receiver, config, store, tmp_path):
 def test_a_far_future_time_counts_as_the_receipt_time(receiver, config, store, tmp_path):
     frozen = post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2099-01-01T00:00:00Z",
                                                      score=10)).json()
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp=stamp(time.time() + 2), score=99))
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert read_jsonl(tmp_path / "leads.jsonl")[LEAD]["score"] == 99
     with store.engine.connect() as conn:
         row = conn.execute(sa.select(events.c.occurred_at, events.c.stated_occurred_at, events.c.received_at)
@@ -195,11 +196,11 @@ def test_the_claim_reads_due_rows_in_index_order_without_statistics(config, stor
 def test_an_outage_shows_in_status_and_the_crm_is_probed_one_lead_at_a_time(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url,
                                worker={"breaker_threshold": 3, "backoff_base": 0.2, "backoff_max": 0.4})
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         for index in range(12):
             post_webhook(url, leaditio_payload(f"lead_{index}"))
     fake_crm.fail_next(503, times=1000, body={"code": "unavailable", "message": "down for maintenance"})
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     worker.run_once("crm")  # a batch: every lead fails
     health = store.health()["crm"]
     assert health["failures"] >= 3 and "down for maintenance" in health["last_error"]
@@ -221,10 +222,10 @@ def test_an_outage_shows_in_status_and_the_crm_is_probed_one_lead_at_a_time(tmp_
 
 def test_metrics_show_a_failing_destination(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url, worker={"breaker_threshold": 1})
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
         fake_crm.fail_next(502)
-        Worker(config, store).run_once("crm")
+        Worker(Runtime(config, store)).run_once("crm")
         text = requests.get(f"{url}/metrics", timeout=5).text
     assert 'connector_destination_failing{destination="crm"} 1.0' in text
     assert 'connector_destination_consecutive_failures{destination="crm"} 1.0' in text
@@ -241,7 +242,7 @@ def test_with_the_database_down_status_says_so_in_one_line(tmp_path):
 
 def test_with_the_database_down_the_worker_logs_each_change_once(tmp_path, database_url, caplog):
     config = make_config(tmp_path, database_url)
-    down = Worker(config, Store("postgresql+psycopg://postgres@127.0.0.1:1/nowhere"))
+    down = Worker(Runtime(config, Store("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")))
     with caplog.at_level(logging.INFO, logger="connector.worker"):
         for _ in range(5):
             assert down.round(["leads_file"]) == 0

@@ -9,6 +9,7 @@ import time
 import requests
 import sqlalchemy as sa
 
+from connector.runtime import Runtime
 from connector.store.schema import deliveries, events
 from tests.conftest import OLD_SECRET, leaditio_payload, post_webhook, sign
 
@@ -69,7 +70,7 @@ def test_oversized_body_is_413(tmp_path, database_url):
     config = make_config(tmp_path, database_url, server={"max_body_bytes": 2048})
     store = Store(config.database.url)
     store.upgrade()
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         big = leaditio_payload(notes="x" * 4000)
         answer = post_webhook(url, big)
         assert (answer.status_code, answer.json()["code"]) == (413, "payload_too_large")
@@ -142,7 +143,7 @@ def test_metrics_token(tmp_path, database_url, monkeypatch):
     config = load_config(path, env={**ENV, "METRICS_TOKEN": "tok"})
     store = Store(config.database.url)
     store.upgrade()
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         assert requests.get(f"{url}/metrics", timeout=5).status_code == 401
         ok = requests.get(f"{url}/metrics", headers={"Authorization": "Bearer tok"}, timeout=5)
         assert ok.status_code == 200
@@ -156,7 +157,7 @@ def test_readyz_fails_when_the_store_is_gone(tmp_path):
     from tests.fakes.server import serve
 
     config = make_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/none")
-    with serve(create_app(config, Store(config.database.url))) as url:
+    with serve(create_app(Runtime(config, Store(config.database.url)))) as url:
         assert requests.get(f"{url}/readyz", timeout=10).status_code == 503
         answer = post_webhook(url, leaditio_payload())
         assert (answer.status_code, answer.json()["code"]) == (503, "unavailable")

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config import load_config
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.web import create_app
 from tests.conftest import leaditio_payload, write_config
@@ -47,7 +48,7 @@ def setup(tmp_path, database_url):  # noqa: ANN201
 
 def test_arbitrary_requests_never_5xx_never_forge_and_valid_webhooks_still_land(tmp_path, database_url):
     config, store = setup(tmp_path, database_url)
-    client = create_app(config, store).test_client()
+    client = create_app(Runtime(config, store)).test_client()
     sent: list[str] = []
 
     @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -55,7 +56,7 @@ def test_arbitrary_requests_never_5xx_never_forge_and_valid_webhooks_still_land(
            signing=st.sampled_from(["right", "none", "wrong secret", "other body", "garbage"]),
            headers=st.dictionaries(header_names, header_values, max_size=3), valid=st.booleans())
     def check(source: str, body: bytes, signing: str, headers: dict[str, str], valid: bool) -> None:
-        marketplace = config.marketplaces[source]
+        marketplace = Runtime(config).marketplaces[source]
         sent_headers = dict(headers)
         if signing == "right":
             sent_headers[marketplace.signature_header] = marketplace.sign(SECRETS[source], body)
@@ -73,7 +74,7 @@ def test_arbitrary_requests_never_5xx_never_forge_and_valid_webhooks_still_land(
         if valid:  # a genuine Leaditio webhook right after: stored
             lead_id = f"lead_prop_{len(sent)}"
             good = json.dumps(leaditio_payload(lead_id)).encode()
-            leaditio = config.marketplaces["leaditio"]
+            leaditio = Runtime(config).marketplaces["leaditio"]
             ok = client.post("/webhooks/leaditio", data=good, headers={
                 "Content-Type": "application/json", leaditio.signature_header: leaditio.sign(SECRETS["leaditio"], good)})
             assert ok.status_code == 200 and ok.get_json()["status"] == "accepted", ok.get_data()

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.config import load_config
 from connector.logs import Redactor, setup_logging
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.web import create_app
 from connector.worker import Worker
@@ -36,9 +37,9 @@ def test_a_crm_error_quoting_the_token_an_email_and_a_phone_reaches_no_output(tm
     fake_crm.fail_next(400, body={"code": "invalid", "message": quoted})
     setup_logging(json_lines=True)
     try:
-        with serve(create_app(config, store)) as url:
+        with serve(create_app(Runtime(config, store))) as url:
             post_webhook(url, leaditio_payload())
-            worker = Worker(config, store)
+            worker = Worker(Runtime(config, store))
             worker.run_once("crm")  # 401: the destination pauses, its reason stored
             pause = store.pauses()["crm"]
             worker.drain(timeout=10)  # the pause runs out; 400: a dead letter with the CRM's words

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from connector.backfill import Backfill, Job
 from connector.cli import main
 from connector.config import Config, load_config
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.web import create_app
 from connector.worker import Worker
@@ -68,7 +69,7 @@ class World:
         return result
 
     def drain(self) -> None:
-        worker = Worker(self.config, self.store)
+        worker = Worker(Runtime(self.config, self.store))
         try:
             worker.drain(timeout=30)
         finally:
@@ -109,7 +110,7 @@ def world(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) ->
         config = load_config(path, env=env)
         store = Store(config.database.url)
         store.upgrade()
-        with serve(create_app(config, store)) as receiver:
+        with serve(create_app(Runtime(config, store))) as receiver:
             yield World(config, store, env, receiver, leados, leadnod, salesforce, crm)
         store.dispose()
 
@@ -208,8 +209,8 @@ def test_leados_webhook_to_salesforce_and_backfill_without_duplicates(world: Wor
     assert (lead["LeadOS_Score__c"], lead["LeadOS_Credits__c"], lead["LeadOS_Geography__c"]) == \
         (50, 1, "Cape Town, South Africa")
 
-    api = world.config.marketplaces["leados"].api()
-    result = Backfill(world.config, world.store, Job("leados"), api).run()
+    api = Runtime(world.config).marketplaces["leados"].api()
+    result = Backfill(Runtime(world.config, world.store), Job("leados"), api).run()
     api.close()
     assert result.ok and result.done
     assert (result.counts.listed, result.counts.already_present, result.counts.enqueued) == (23, 1, 22)
@@ -220,7 +221,7 @@ def test_leados_webhook_to_salesforce_and_backfill_without_duplicates(world: Wor
     assert leads["del_00004"]["LastName"] == "Sipho" and "FirstName" not in leads["del_00004"]  # one-word name
     assert (leads["del_00005"]["FirstName"], leads["del_00005"]["LastName"]) == ("Anri", "Botha")  # "Botha, Anri"
 
-    again = Backfill(world.config, world.store, Job("leados"), world.config.marketplaces["leados"].api()).run(
+    again = Backfill(Runtime(world.config, world.store), Job("leados"), Runtime(world.config).marketplaces["leados"].api()).run(
         restart=True)
     assert (again.counts.already_present, again.counts.enqueued) == (23, 0)
 
@@ -317,20 +318,20 @@ def test_leados_leads_become_hubspot_contacts_by_email(tmp_path: Path) -> None:
             routes=[{"source": "leados", "destination": "hubspot"}])
         env = {"LEADOS_WEBHOOK_SECRET": NEW, "HUBSPOT_ACCESS_TOKEN": token}
         config = load_config(path, env=env)
-        done = config.build_destination("hubspot").setup(config.load_mapping("hubspot"))
+        done = Runtime(config).destination("hubspot").setup(Runtime(config).mapping("hubspot"))
         assert any("leados_score" in line for line in done)
         check = CliRunner().invoke(main, ["--config", str(path), "mappings", "check", "--against-crm"], env=env)
         assert check.exit_code == 0, check.output
         store = Store(config.database.url)
         store.upgrade()
-        with serve(create_app(config, store)) as receiver:
+        with serve(create_app(Runtime(config, store))) as receiver:
             for n in range(3):
                 lead = make_lead(n)
                 body = json.dumps({"event": "lead.delivered", "delivery_id": lead["delivery_id"], "lead": lead}).encode()
                 answer = requests.post(f"{receiver}/webhooks/leados", data=body, timeout=10, headers={
                     "Content-Type": "application/json", "X-LeadOS-Signature": "sha256=" + hex_hmac(NEW, body)})
                 assert answer.json()["deliveries"] == 1
-            worker = Worker(config, store)
+            worker = Worker(Runtime(config, store))
             worker.drain(timeout=30)
             worker.close()
         store.dispose()

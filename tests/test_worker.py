@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.web import create_app
@@ -29,7 +30,7 @@ def states(store: Store, destination: str | None = None) -> list[str]:
 
 def test_lead_travels_to_the_file(receiver, config, store, tmp_path):
     post_webhook(receiver, leaditio_payload())
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     row = read_jsonl(tmp_path / "leads.jsonl")["leaditio:lead_abc123"]
     assert row["phone"] == "+27823456789" and row["rating"] == "Hot"
     assert (row["budget_min"], row["budget_max"]) == (100000, 150000)
@@ -39,14 +40,14 @@ def test_lead_travels_to_the_file(receiver, config, store, tmp_path):
 def test_events_of_one_lead_are_applied_in_order(receiver, config, store, tmp_path):
     post_webhook(receiver, leaditio_payload(timestamp="2026-05-20T10:00:00Z", score=50, score_tier="warm"))
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=90))
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     row = read_jsonl(tmp_path / "leads.jsonl")["leaditio:lead_abc123"]
     assert row["score"] == 90 and row["event"] == "lead.updated"
     assert states(store) == [DELIVERED, DELIVERED]
 
 
 def test_out_of_order_delivery_skips_the_older_event(receiver, config, store, tmp_path):
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=90))
     worker.drain(timeout=10)
     post_webhook(receiver, leaditio_payload(timestamp="2026-05-20T10:00:00Z", score=50))  # lead.new, late
@@ -56,7 +57,7 @@ def test_out_of_order_delivery_skips_the_older_event(receiver, config, store, tm
 
 
 def test_stale_update_is_recorded_and_skipped(receiver, config, store, tmp_path):
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     post_webhook(receiver, leaditio_payload(timestamp="2026-05-20T12:00:00Z", score=70))
     worker.drain(timeout=10)
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=10))
@@ -67,7 +68,7 @@ def test_stale_update_is_recorded_and_skipped(receiver, config, store, tmp_path)
 
 
 def test_update_policies_protect_what_sales_owns(receiver, config, store, tmp_path):
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     post_webhook(receiver, leaditio_payload(timestamp="2026-05-20T10:00:00Z"))
     worker.drain(timeout=10)
     path = tmp_path / "leads.jsonl"
@@ -81,9 +82,9 @@ def test_update_policies_protect_what_sales_owns(receiver, config, store, tmp_pa
 def test_retry_then_success(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
     fake_crm.fail_next(503, times=2)
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     [row] = store.deliveries_query()
     assert row["state"] == DELIVERED and row["attempts"] == 2
     assert len(fake_crm.requests) == 3 and len(fake_crm.records) == 1
@@ -95,9 +96,9 @@ def test_retry_then_success(tmp_path, database_url, fake_crm):
 def test_429_retry_after_is_honoured(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
     fake_crm.fail_next(429, headers={"Retry-After": "120"})
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
-    Worker(config, store).run_once("crm")
+    Worker(Runtime(config, store)).run_once("crm")
     [row] = store.deliveries_query()
     assert row["state"] == PENDING and row["attempts"] == 1
     assert 110 < row["next_attempt_at"] - time.time() <= 121
@@ -106,23 +107,23 @@ def test_429_retry_after_is_honoured(tmp_path, database_url, fake_crm):
 def test_permanent_rejection_is_a_dead_letter_with_the_crm_message(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
     fake_crm.fail_next(422, body={"code": "invalid_field", "message": "suburb is not allowed"})
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     [row] = store.deliveries_query()
     assert row["state"] == DEAD
     assert row["last_error_code"] == "invalid_field" and "suburb is not allowed" in row["last_error"]
     store.requeue(state=DEAD)
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert store.deliveries_query()[0]["state"] == DELIVERED
 
 
 def test_retries_stop_at_the_horizon(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url, worker={"retry_horizon": 0.3})
     fake_crm.fail_next(500, times=1000)
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     [row] = store.deliveries_query()
     assert row["state"] == DEAD and row["last_error"].startswith("gave up after")
 
@@ -130,9 +131,9 @@ def test_retries_stop_at_the_horizon(tmp_path, database_url, fake_crm):
 def test_crm_auth_failure_pauses_the_destination_instead_of_dead_lettering(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url)
     fake_crm.fail_next(401, body={"code": "unauthorized", "message": "bad token"})
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     worker.run_once("crm")
     [row] = store.deliveries_query()
     assert row["state"] == PENDING and row["attempts"] == 0
@@ -150,7 +151,7 @@ def test_dead_letter_then_retry_after_a_mapping_fix(receiver, config, store, tmp
                                         "required: true}").replace("urgency_owner", "sub_vertical_owner"))
     # sub_vertical_owner is not a lead field: that is a config error, not a dead letter
     post_webhook(receiver, leaditio_payload())
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     worker.run_once("leads_file")
     assert states(store) == [PENDING]
     assert "unknown lead field 'sub_vertical_owner'" in store.pauses()["leads_file"]["reason"]
@@ -176,11 +177,11 @@ def test_routes_filter_by_lead_field(tmp_path, database_url):
                 {"source": "leaditio", "destination": "all", "events": ["lead.new"]}])
     store = Store(config.database.url)
     store.upgrade()
-    with serve(create_app(config, store)) as url:
+    with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload("lead_hot"))
         post_webhook(url, leaditio_payload("lead_warm", score_tier="warm"))
         post_webhook(url, leaditio_payload("lead_hot", event="lead.updated", timestamp="2026-05-21T00:00:00Z"))
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     hot = read_jsonl(tmp_path / "hot.jsonl")
     assert set(hot) == {"leaditio:lead_hot"} and hot["leaditio:lead_hot"]["event"] == "lead.updated"
     import csv
@@ -190,7 +191,7 @@ def test_routes_filter_by_lead_field(tmp_path, database_url):
 
 
 def test_replay_resends_and_force_overrides_staleness(receiver, config, store, tmp_path):
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     post_webhook(receiver, leaditio_payload(timestamp="2026-05-20T10:00:00Z", score=10))
     post_webhook(receiver, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z", score=20))
     worker.drain(timeout=10)
@@ -210,6 +211,7 @@ def test_replay_resends_and_force_overrides_staleness(receiver, config, store, t
 
 
 def test_skip_outcome_is_recorded(tmp_path, database_url):
+    from connector.destinations import DESTINATIONS
     from connector.destinations.base import Destination, DestinationSettings
     from connector.errors import Skip
     from connector.records import Outcome
@@ -222,19 +224,20 @@ def test_skip_outcome_is_recorded(tmp_path, database_url):
             return [Outcome(r.delivery_id, error=Skip("lead was converted", code="CANNOT_UPDATE_CONVERTED_LEAD"))
                     for r in records]
 
+    DESTINATIONS["test_converted"] = Converted
     try:
         config = make_config(tmp_path, database_url,
                              destinations={"c": {"type": "test_converted", "mapping": "mappings/file.yaml"}},
                              routes=[{"source": "leaditio", "destination": "c"}])
         store = Store(config.database.url)
         store.upgrade()
-        with serve(create_app(config, store)) as url:
+        with serve(create_app(Runtime(config, store))) as url:
             post_webhook(url, leaditio_payload())
-        Worker(config, store).drain(timeout=10)
+        Worker(Runtime(config, store)).drain(timeout=10)
         [row] = store.deliveries_query()
         assert row["state"] == SKIPPED and row["last_error_code"] == "CANNOT_UPDATE_CONVERTED_LEAD"
     finally:
-        Destination.registry.pop("test_converted", None)
+        DESTINATIONS.pop("test_converted", None)
 
 
 def test_accept_many_routes_dedupes_and_delivers(config, store, tmp_path):
@@ -242,10 +245,10 @@ def test_accept_many_routes_dedupes_and_delivers(config, store, tmp_path):
 
     from connector.intake import accept_many
 
-    marketplace = config.marketplaces["leaditio"]
+    marketplace = Runtime(config).marketplaces["leaditio"]
     bodies = [json.dumps(leaditio_payload(f"lead_{i}")).encode() for i in range(7)]
     items = [(marketplace.parse(b), b) for b in bodies + bodies[:2]]  # two sent twice
     assert accept_many(config, store, items, chunk=3) == 9
     assert store.status()["queue_depth"] == 7
-    Worker(config, store).drain(timeout=10)
+    Worker(Runtime(config, store)).drain(timeout=10)
     assert len(read_jsonl(tmp_path / "leads.jsonl")) == 7

@@ -1,12 +1,9 @@
-"""`connector ...`: each module of this package adds its commands to the group in `app`."""
+"""`connector ...`: each module of this package adds its commands to the group in `app`.
 
-import importlib
-import pkgutil
+They are imported here, by name, for that side effect: a new command module is one line below.
+"""
 
+from connector.cli import backfill, mappings, marketplace, ops, run  # noqa: F401 - registers the commands
 from connector.cli.app import main
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "app":
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["main"]

@@ -1,16 +1,18 @@
-"""The `connector` command group and what every command shares: the config and the store."""
+"""The `connector` command group and what every command shares: the runtime built from the config."""
 
 from __future__ import annotations
 
 import sys
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from rich.console import Console
 
-from connector.config import Config, config_path, load_config
+from connector.config import Config
 from connector.errors import ConfigError
+from connector.runtime import Runtime, load_runtime
+from connector.store import Store
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -28,17 +30,19 @@ class Context:
         self.config_file = config_file
 
     @cached_property
-    def config(self) -> Config:
+    def runtime(self) -> Runtime:
         try:
-            return load_config(config_path(self.config_file))
+            return load_runtime(self.config_file)
         except ConfigError as exc:
             fail(f"configuration problem\n{exc}")
 
-    @cached_property
-    def store(self) -> Any:
-        from connector.store import Store
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
 
-        return Store(self.config.database.url, self.config.server.event_time_tolerance)
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
 
 
 pass_ctx = click.make_pass_decorator(Context)

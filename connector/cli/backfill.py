@@ -135,7 +135,7 @@ def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: dat
         console.print(f"resuming backfill {job.key} from its checkpoint of {age(time.time() - saved['updated_at'])} "
                       "ago (--restart starts over)", highlight=False)
     try:
-        runner = Backfill(ctx.config, store, job, api, limit=limit, dry_run=dry_run)
+        runner = Backfill(ctx.runtime, job, api, limit=limit, dry_run=dry_run)
     except ConfigProblem as exc:
         fail(escape(str(exc)))
     try:

@@ -10,6 +10,9 @@ import click
 from connector.cli.app import Context, console, fail, main, pass_ctx
 from connector.config import json_schema as config_json_schema
 from connector.errors import ConfigError, Permanent
+from connector.lead import mapping_input
+from connector.mapping.spec import json_schema
+from connector.sources import InvalidPayload
 
 SCHEMA_FILE = Path("mappings/mapping.schema.json")
 CONFIG_SCHEMA_FILE = Path("config.schema.json")
@@ -32,7 +35,7 @@ def check(ctx: Context, destination: tuple[str, ...], against_crm: bool) -> None
         if name not in ctx.config.destinations:
             fail(f"no destination named '{name}'")
         try:
-            mapping = ctx.config.load_mapping(name)
+            mapping = ctx.runtime.mapping(name)
         except ConfigError as exc:
             problems += 1
             console.print(f"[red]✗[/] {name}: {exc}", highlight=False)
@@ -40,7 +43,7 @@ def check(ctx: Context, destination: tuple[str, ...], against_crm: bool) -> None
         routed = {ctx.config.sources[r.source].marketplace for r in ctx.config.routes if r.destination == name}
         for warning in mapping.unfed_fields(routed):
             console.print(f"[yellow]![/] {name}: {warning}", highlight=False)
-        found = ctx.config.build_destination(name).check_against_crm(mapping) if against_crm else []
+        found = ctx.runtime.destination(name).check_against_crm(mapping) if against_crm else []
         if found:
             problems += len(found)
             console.print(f"[red]✗[/] {name} ({mapping.path}):", highlight=False)
@@ -63,20 +66,17 @@ def check(ctx: Context, destination: tuple[str, ...], against_crm: bool) -> None
 @pass_ctx
 def preview(ctx: Context, destination: str, payload: str | None, source: str | None, event: str | None) -> None:
     """Print the exact record that would be sent for a lead."""
-    from connector.lead import mapping_input
-    from connector.sources import InvalidPayload
-
     config = ctx.config
     if destination not in config.destinations:
         fail(f"no destination named '{destination}'")
     source = source or next(iter(config.sources))
     if source not in config.sources:
         fail(f"no source named '{source}'")
-    marketplace = config.marketplaces[source]
+    marketplace = ctx.runtime.marketplaces[source]
     body = Path(payload).read_bytes() if payload else json.dumps(marketplace.sample_payload()).encode()
     try:
         inbound = marketplace.parse(body)
-        mapping = config.load_mapping(destination)
+        mapping = ctx.runtime.mapping(destination)
     except (InvalidPayload, ConfigError) as exc:
         fail(str(exc))
     document = mapping_input(inbound.lead, source=source, event=event or inbound.event_type,
@@ -98,8 +98,6 @@ def preview(ctx: Context, destination: str, payload: str | None, source: str | N
 @click.option("--config-file", "of_config", is_flag=True, help="The schema of config.yaml instead of mapping files.")
 def schema(write: bool, of_config: bool) -> None:
     """The JSON Schema of mapping files, or of the config file (editors use it for autocomplete)."""
-    from connector.mapping.spec import json_schema
-
     text = json.dumps(config_json_schema() if of_config else json_schema(), indent=2) + "\n"
     if write:
         target = CONFIG_SCHEMA_FILE if of_config else SCHEMA_FILE

@@ -27,7 +27,7 @@ def source_api(ctx: Context, source: str) -> MarketplaceApi:
         fail(f"no source named '{source}'{yamlfile.did_you_mean(source, ctx.config.sources)} "
              f"(configured: {', '.join(ctx.config.sources)})")
     try:
-        return ctx.config.marketplaces[source].api()
+        return ctx.runtime.marketplaces[source].api()
     except NotImplementedError as exc:
         fail(str(exc))
     except (ConfigError, ConfigProblem) as exc:
@@ -67,7 +67,7 @@ def register(ctx: Context, source: str, url: str, events: tuple[str, ...]) -> No
     if "/webhooks/" not in target:
         target = f"{target}/webhooks/{source}"
     secret = ctx.config.sources[source].secret_values()[0]
-    chosen = list(events) or ctx.config.marketplaces[source].webhook_events()
+    chosen = list(events) or ctx.runtime.marketplaces[source].webhook_events()
     with calling(ctx, source) as api:
         answer = api.register_webhook(target, secret, chosen)
     shown = {k: v for k, v in answer.items() if "secret" not in k.lower()}

@@ -11,6 +11,7 @@ import requests
 from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
+from connector.errors import ConfigError, ConnectorError
 from connector.store.schema import DEAD, STATES
 from connector.timeutil import age, iso
 
@@ -25,7 +26,7 @@ def status(ctx: Context, as_json: bool) -> None:
     except ctx.store.database_errors as exc:
         cause = getattr(exc, "orig", None) or exc
         fail(f"database unavailable: {type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}", code=1)
-    redact = ctx.config.redactor  # reasons stored before redaction existed, or by an older version
+    redact = ctx.runtime.redactor  # reasons stored before redaction existed, or by an older version
     for pause in report["pauses"].values():
         pause["reason"] = redact(pause["reason"] or "")
     for health in report["health"].values():
@@ -67,7 +68,7 @@ def list_(ctx: Context, destination: str | None, limit: int) -> None:
     table = Table("id", "destination", "lead", "event", "attempts", "when", "error")
     for r in rows:
         table.add_row(str(r["id"]), r["destination"], r["lead_key"], r["event_type"], str(r["attempts"]),
-                      iso(r["updated_at"]) or "", ctx.config.redactor(r["last_error"] or "")[:120])
+                      iso(r["updated_at"]) or "", ctx.runtime.redactor(r["last_error"] or "")[:120])
     console.print(table if rows else "no dead letters")
 
 
@@ -88,7 +89,7 @@ def show(ctx: Context, delivery_id: int) -> None:
                       f"server.event_time_tolerance, so the receipt time used instead, "
                       f"{iso(row['event_occurred_at'])}", highlight=False)
     if row["last_error"]:
-        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {ctx.config.redactor(row['last_error'])}",
+        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {ctx.runtime.redactor(row['last_error'])}",
                       highlight=False)
     console.print_json(row["lead_json"])
 
@@ -136,7 +137,7 @@ def send_test(ctx: Context, url: str, source: str | None, payload: str | None) -
     source = source or next(iter(ctx.config.sources))
     if source not in ctx.config.sources:
         fail(f"no source named '{source}'")
-    marketplace = ctx.config.marketplaces[source]
+    marketplace = ctx.runtime.marketplaces[source]
     body = Path(payload).read_bytes() if payload else json.dumps(marketplace.sample_payload()).encode()
     target = url.rstrip("/")
     if "/webhooks/" not in target:
@@ -163,8 +164,6 @@ def crm() -> None:
 @pass_ctx
 def setup(ctx: Context, destination: str) -> None:
     """Create what the mapping needs in the CRM (e.g. HubSpot custom properties); safe to repeat."""
-    from connector.errors import ConfigError, ConnectorError
-
     if destination not in ctx.config.destinations:
         # `crm setup hubspot` also works when the destination's type is what was named
         matches = [n for n, d in ctx.config.destinations.items() if d.type == destination]
@@ -172,8 +171,8 @@ def setup(ctx: Context, destination: str) -> None:
             fail(f"no destination named '{destination}'")
         destination = matches[0]
     try:
-        mapping = ctx.config.load_mapping(destination) if ctx.config.destinations[destination].mapping else None
-        done = ctx.config.build_destination(destination).setup(mapping)
+        mapping = ctx.runtime.mapping(destination) if ctx.config.destinations[destination].mapping else None
+        done = ctx.runtime.destination(destination).setup(mapping)
     except NotImplementedError as exc:
         fail(str(exc))
     except ConnectorError as exc:

@@ -8,11 +8,14 @@ import signal
 import threading
 
 import click
+from werkzeug.serving import make_server
 
 from connector.cli.app import Context, console, main, pass_ctx
 from connector.durations import seconds
 from connector.errors import ConfigError
 from connector.logs import setup_logging
+from connector.web import create_app
+from connector.worker import Worker, run_workers
 
 log = logging.getLogger("connector")
 
@@ -34,7 +37,7 @@ def report_mapping_problems(ctx: Context) -> None:
         if not destination.mapping:
             continue
         try:
-            ctx.config.load_mapping(name)
+            ctx.runtime.mapping(name)
         except ConfigError as exc:
             log.error("destination %s will wait until its mapping is fixed: %s", name, exc)
 
@@ -52,18 +55,13 @@ def _stop_on_signals(stop: threading.Event) -> None:
 @pass_ctx
 def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
     """Receiver and worker in one process, for local use (creates the database if needed)."""
-    from werkzeug.serving import make_server
-
-    from connector.web import create_app
-    from connector.worker import run_workers
-
     setup_logging()
     warn_if_ephemeral(ctx)
     report_mapping_problems(ctx)
     ctx.store.upgrade()
     stop = threading.Event()
-    run_workers(ctx.config, ctx.store, threads or ctx.config.worker.threads, stop)
-    server = make_server(host, port, create_app(ctx.config, ctx.store), threaded=True)
+    run_workers(ctx.runtime, threads or ctx.config.worker.threads, stop)
+    server = make_server(host, port, create_app(ctx.runtime), threaded=True)
     log.info("listening on http://%s:%d/webhooks/<source> (sources: %s); Ctrl-C to stop", host, port,
              ", ".join(ctx.config.sources))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
@@ -83,18 +81,16 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
 @pass_ctx
 def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> None:
     """Deliver queued leads to their destinations (run as many as you like, anywhere)."""
-    from connector.worker import Worker, run_workers
-
     setup_logging()
     warn_if_ephemeral(ctx)
     report_mapping_problems(ctx)
     if drain:
-        Worker(ctx.config, ctx.store).drain(timeout=timeout)
+        Worker(ctx.runtime).drain(timeout=timeout)
         return
     stop = threading.Event()
     _stop_on_signals(stop)
     count = threads or ctx.config.worker.threads
-    started = run_workers(ctx.config, ctx.store, count, stop)
+    started = run_workers(ctx.runtime, count, stop)
     log.info("worker started with %d threads for %s", count, ", ".join(ctx.config.destinations))
     while not stop.wait(1.0):
         pass

@@ -1,12 +1,14 @@
-"""CRMs and other places leads go: one module each. Importing this package registers them all."""
-
-import importlib
-import pkgutil
+"""CRMs and other places leads go. `DESTINATIONS` is the registry: a new kind is one line here."""
 
 from connector.destinations.base import Destination, DestinationSettings
+from connector.destinations.file import FileDestination
+from connector.destinations.http import HttpDestination
+from connector.destinations.hubspot import HubSpotDestination
+from connector.destinations.salesforce import SalesforceDestination
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base" and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+# The `type:` value in config -> the class that delivers there.
+DESTINATIONS: dict[str, type[Destination]] = {
+    cls.kind: cls for cls in (FileDestination, HttpDestination, HubSpotDestination, SalesforceDestination)
+}
 
-__all__ = ["Destination", "DestinationSettings"]
+__all__ = ["DESTINATIONS", "Destination", "DestinationSettings"]

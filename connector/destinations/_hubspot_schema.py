@@ -11,14 +11,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from connector.mapping import Mapping
+from connector.mapping.spec import FieldSpec
 from connector.records import UpdatePolicy
 from connector.yamlfile import did_you_mean
-
-if TYPE_CHECKING:
-    from connector.mapping import Mapping
-    from connector.mapping.spec import FieldSpec
 
 NUMBER_TRANSFORMS = {"number", "budget_min", "budget_max"}
 

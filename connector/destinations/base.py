@@ -1,6 +1,6 @@
 """What a CRM is to the pipeline: it takes a batch of mapped records and answers per record.
 
-Each destination kind is one subclass in one module of this package, found by its `kind`.
+Each destination kind is one subclass, listed by its `kind` in `connector.destinations.DESTINATIONS`.
 A destination never retries or dead-letters: it returns an `Outcome` per record (or raises one
 `connector.errors.ConnectorError` for the whole batch) and the worker decides.
 """
@@ -8,14 +8,12 @@ A destination never retries or dead-letters: it returns an `Outcome` per record 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from connector.mapping import Mapping
 from connector.records import OutboundRecord, Outcome
-
-if TYPE_CHECKING:
-    from connector.mapping import Mapping
 
 
 class DestinationSettings(BaseModel):
@@ -28,13 +26,6 @@ class Destination(ABC):
     kind: ClassVar[str]  # the `type:` value in config
     Settings: ClassVar[type[DestinationSettings]]
     max_batch: ClassVar[int] = 1  # the most records one call can carry
-
-    registry: ClassVar[dict[str, type[Destination]]] = {}
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if "kind" in cls.__dict__:
-            Destination.registry[cls.kind] = cls
 
     def __init__(self, name: str, settings: DestinationSettings):
         self.name = name

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import urllib3
@@ -45,10 +45,8 @@ from connector.destinations import _hubspot_errors as answers
 from connector.destinations import _hubspot_schema as schema
 from connector.destinations.base import Destination, DestinationSettings
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
+from connector.mapping import Mapping, load_mapping
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
-
-if TYPE_CHECKING:
-    from connector.mapping import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +219,7 @@ class HubSpotDestination(Destination):
         return self._apis
 
     def _build_sdk(self) -> _Apis:
+        # hubspot-api-client (hundreds of generated modules) is loaded on first use, never by the receiver.
         from hubspot import HubSpot
         from hubspot.crm.objects import ApiException as ObjectsApiException
         from hubspot.crm.properties import ApiException as PropertiesApiException
@@ -620,8 +619,6 @@ class HubSpotDestination(Destination):
 
 def _default_mapping() -> Mapping:
     """`crm setup` without a mapping: the bundled one (mappings/hubspot.yaml beside the config or the code)."""
-    from connector.mapping import load_mapping
-
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (base / DEFAULT_MAPPING).exists():
             return load_mapping(base / DEFAULT_MAPPING)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from connector.lead import CORE_LEAD_FIELDS, PIPELINE_FIELDS
 from connector.mapping.transforms import TRANSFORMS
 from connector.records import UpdatePolicy
+from connector.sources import MARKETPLACES
 from connector.yamlfile import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
@@ -42,21 +43,17 @@ def check_template(template: str) -> None:
 
 
 def known_lead_fields() -> set[str]:
-    from connector.sources import Marketplace
-
     fields = set(CORE_LEAD_FIELDS) | set(PIPELINE_FIELDS)
-    for cls in Marketplace.registry.values():
+    for cls in MARKETPLACES.values():
         fields.update(cls.lead_fields)
     return fields
 
 
 def fields_only_from(marketplaces: set[str]) -> dict[str, list[str]]:
     """Lead fields that only other marketplaces carry, each with the marketplaces that do carry it."""
-    from connector.sources import Marketplace
-
     others: dict[str, list[str]] = {}
     ours = set(CORE_LEAD_FIELDS) | set(PIPELINE_FIELDS)
-    for name, cls in Marketplace.registry.items():
+    for name, cls in MARKETPLACES.items():
         if name in marketplaces:
             ours.update(cls.lead_fields)
         else:

@@ -1,17 +1,16 @@
-"""Marketplaces: one module each. Importing this package registers them all."""
-
-import importlib
-import pkgutil
+"""Marketplaces. `MARKETPLACES` is the registry: a new marketplace is one line here."""
 
 from connector.sources.base import InvalidPayload, Marketplace
+from connector.sources.leaditio import Leaditio
+from connector.sources.leadnod import LeadNod
+from connector.sources.leados import LeadOS
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base" and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+# The `marketplace:` value in config -> the class that reads its webhooks and API.
+MARKETPLACES: dict[str, type[Marketplace]] = {cls.name: cls for cls in (Leaditio, LeadOS, LeadNod)}
 
 
 def marketplace_class(name: str) -> type[Marketplace]:
-    return Marketplace.registry[name]
+    return MARKETPLACES[name]
 
 
-__all__ = ["InvalidPayload", "Marketplace", "marketplace_class"]
+__all__ = ["MARKETPLACES", "InvalidPayload", "Marketplace", "marketplace_class"]

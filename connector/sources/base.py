@@ -1,7 +1,7 @@
 """What a marketplace is to the pipeline: how its webhooks are signed and shaped, and its API.
 
-Each marketplace is one subclass in one module of this package; the registry finds it by its
-`name`. The receiver only calls `verify` and `parse`; backfill and account commands call `api()`.
+Each marketplace is one subclass in one module of this package, listed by its `name` in
+`connector.sources.MARKETPLACES`. The receiver only calls `verify` and `parse`; backfill and account commands call `api()`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from connector.config import SourceConfig
+from connector.errors import ConfigError
 from connector.lead import InboundEvent
-
-if TYPE_CHECKING:
-    from connector.config import SourceConfig
+from connector.timeutil import parse_iso
 
 
 @dataclass
@@ -76,13 +76,6 @@ class Marketplace(ABC):
     lead_fields: ClassVar[tuple[str, ...]] = ()  # canonical fields beyond connector.lead.CORE_LEAD_FIELDS
     ApiSettings: ClassVar[type[BaseModel] | None] = None  # the `api:` block of this source, if any
 
-    registry: ClassVar[dict[str, type[Marketplace]]] = {}
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if "name" in cls.__dict__:
-            Marketplace.registry[cls.name] = cls
-
     def __init__(self, source_name: str, config: SourceConfig):
         self.source_name = source_name
         self.config = config
@@ -135,8 +128,6 @@ class Marketplace(ABC):
 
     def api_settings(self) -> Any:
         """This source's `api:` block as the marketplace's ApiSettings; a ConfigError names the key."""
-        from connector.errors import ConfigError
-
         if self.ApiSettings is None:
             raise ConfigError(f"the {self.name} marketplace has no API", key=f"sources.{self.source_name}")
         try:
@@ -152,8 +143,6 @@ class Marketplace(ABC):
 
 
 def event_time(*candidates: Any) -> float | None:
-    from connector.timeutil import parse_iso
-
     for value in candidates:
         parsed = parse_iso(value) if isinstance(value, str) else None
         if parsed is not None:

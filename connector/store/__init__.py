@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
@@ -53,11 +55,7 @@ class Store:
         sqlite_file = (os.path.abspath(database) if not self.is_postgres and database and database != ":memory:"
                        else None)
         self._writer = WriterLock(f"{sqlite_file}.lock" if sqlite_file else None)
-        if self.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        self._insert = insert
+        self._insert = postgresql_insert if self.is_postgres else sqlite_insert
         self._events = EventLog(self.engine.dialect.paramstyle, future_tolerance)
         self._claimer = Claimer(self.is_postgres)
         # What "the database is unavailable" looks like, for callers that must tell it from a bug.
@@ -76,6 +74,7 @@ class Store:
     # --- schema -----------------------------------------------------------------------
     def upgrade(self) -> str:
         """Bring the database to the newest schema (`connector db upgrade`); returns the revision."""
+        # Alembic (and Mako under it) only for this command: the receiver and worker never load it.
         from alembic import command
         from alembic.config import Config as AlembicConfig
         from alembic.runtime.migration import MigrationContext

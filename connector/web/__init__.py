@@ -15,9 +15,9 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from connector import intake, metrics
-from connector.config import Config, load_config
+from connector.runtime import Runtime, load_runtime
 from connector.sources import InvalidPayload
-from connector.store import Store, StoreUnavailable
+from connector.store import StoreUnavailable
 
 log = logging.getLogger("connector.web")
 bp = Blueprint("receiver", __name__)
@@ -27,18 +27,18 @@ def problem(status: int, code: str, message: str) -> tuple[Response, int]:
     return jsonify(code=code, message=message), status
 
 
-def _state() -> tuple[Config, Store]:
-    return current_app.extensions["connector.config"], current_app.extensions["connector.store"]
+def _runtime() -> Runtime:
+    return current_app.extensions["connector.runtime"]
 
 
 @bp.post("/webhooks/<source>")
 def receive(source: str) -> Any:
-    config, store = _state()
-    marketplace = config.marketplaces.get(source)
+    runtime = _runtime()
+    marketplace = runtime.marketplaces.get(source)
     if marketplace is None:
         metrics.REJECTED.labels("unknown", "not_found").inc()
         return problem(404, "not_found", f"no source named '{source}'")
-    limit = config.body_limit(source)
+    limit = runtime.config.body_limit(source)
     if (request.content_length or 0) > limit:
         return _too_large(source, limit)
     try:
@@ -62,7 +62,7 @@ def receive(source: str) -> Any:
         log.warning("webhook to %s refused: %s", source, exc)
         return problem(400, "invalid_request", str(exc))
     try:
-        recorded = intake.accept(config, store, event, body, secret_index)
+        recorded = intake.accept(runtime.config, runtime.store, event, body, secret_index)
     except StoreUnavailable as exc:
         metrics.REJECTED.labels(source, "unavailable").inc()
         log.error("webhook to %s not stored (the sender will retry): %s", source, exc)
@@ -91,22 +91,22 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    _, store = _state()
-    if store.ping():
+    if _runtime().store.ping():
         return jsonify(status="ready")
     return problem(503, "unavailable", "the database is not reachable")
 
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Any:
-    config, store = _state()
+    runtime = _runtime()
+    config = runtime.config
     token = config.server.metrics_token.get_secret_value() if config.server.metrics_token else ""
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return problem(401, "unauthorized", "metrics need the bearer token")
     # Label values are names from the config, but nothing that leaves the process skips the redactor.
-    text = config.redactor.secrets(metrics.render(store).decode())
+    text = runtime.redactor.secrets(metrics.render(runtime.store).decode())
     return Response(text, mimetype="text/plain; version=0.0.4")
 
 
@@ -123,16 +123,15 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     return problem(500, "internal_error", "unexpected server error; retry with backoff")
 
 
-def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
-    """The receiver app; without arguments it reads the config file named by CONNECTOR_CONFIG."""
-    config = config or load_config()
-    store = store or Store(config.database.url, config.server.event_time_tolerance)
+def create_app(runtime: Runtime | None = None) -> Flask:
+    """The receiver app; without an argument it reads the config file named by CONNECTOR_CONFIG."""
+    runtime = runtime or load_runtime()
+    config = runtime.config
     app = Flask(__name__)
     # Flask's own cap, for chunked bodies that announce no length; per-source limits are checked above.
     app.config["MAX_CONTENT_LENGTH"] = max([config.body_limit(name) for name in config.sources] or [0])
     app.json.sort_keys = False
-    app.extensions["connector.config"] = config
-    app.extensions["connector.store"] = store
+    app.extensions["connector.runtime"] = runtime
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

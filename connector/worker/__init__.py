@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from connector.config import Config
 from connector.destinations import Destination
 from connector.errors import (
     ConfigError,
@@ -32,7 +31,8 @@ from connector.lead import mapping_input
 from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
 from connector.records import OutboundRecord, Outcome
-from connector.store import Claimed, Store
+from connector.runtime import Runtime
+from connector.store import Claimed
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.timeutil import iso
 
@@ -43,33 +43,6 @@ OUTAGE = "outage"  # the pause kind of a destination whose deliveries keep faili
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: ~base, 2*base, 4*base ... up to cap, each scaled by 0.5-1.0."""
     return min(cap, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-class MappingCache:
-    """Reloads a destination's mapping when its file changes, so a fix resumes delivery by itself."""
-
-    def __init__(self, config: Config, name: str):
-        self.config, self.name = config, name
-        self._stamp: tuple[float, int] | None = None
-        self._result: Mapping | ConfigError | None = None
-
-    def get(self) -> Mapping:
-        path = self.config.resolve(self.config.destinations[self.name].mapping or "")
-        try:
-            stat = os.stat(path)
-            stamp: tuple[float, int] | None = (stat.st_mtime, stat.st_size)
-        except OSError:
-            stamp = None
-        if stamp is None or stamp != self._stamp:
-            try:
-                self._result = self.config.load_mapping(self.name)
-            except ConfigError as exc:
-                self._result = exc
-            self._stamp = stamp
-        if isinstance(self._result, ConfigError):
-            raise self._result
-        assert self._result is not None
-        return self._result
 
 
 @dataclass
@@ -84,12 +57,13 @@ class Work:
 
 
 class Worker:
-    def __init__(self, config: Config, store: Store, owner: str | None = None):
-        self.config = config
-        self.store = store
+    def __init__(self, runtime: Runtime, owner: str | None = None):
+        self.runtime = runtime
+        self.config = runtime.config
+        self.store = runtime.store
+        self.redactor = runtime.redactor
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._destinations: dict[str, Destination] = {}
-        self._mappings = {name: MappingCache(config, name) for name in config.destinations}
         self._database_down = False
         self._last_failure: dict[str, str] = {}
 
@@ -105,12 +79,12 @@ class Worker:
         if pause and pause["until"] > time.time():
             return None
         try:
-            mapping = self._mappings[name].get()
+            mapping = self.runtime.mapping(name)
         except ConfigError as exc:
             self._pause(name, self.config.worker.config_retry, "config", f"mapping error: {exc}")
             return None
         probing = bool(pause) and pause["kind"] == OUTAGE
-        limit = 1 if probing else self.config.batch_size(name)
+        limit = 1 if probing else self.runtime.batch_size(name)
         batch = self.store.claim(name, limit, self.owner, self.config.worker.lease)
         for item in batch.superseded:
             DELIVERY_OUTCOMES.labels(name, STALE).inc()
@@ -133,7 +107,7 @@ class Worker:
             except Exception as exc:  # a transform bug, say: only this lead waits for a fix, as a dead letter
                 verdicts.append(self._failed(item, Permanent(
                     f"mapping {work.mapping.path.name} could not map this lead: {type(exc).__name__}: "
-                    f"{self.config.redactor(str(exc))[:300]}", code="mapping_error")))
+                    f"{self.redactor(str(exc))[:300]}", code="mapping_error")))
         if records:
             verdicts.extend(self._send(work, records, by_id))
         self.store.settle(self.owner, verdicts)
@@ -163,7 +137,7 @@ class Worker:
                       type(exc).__name__, exc)
             log.debug("the failure in full", exc_info=True)
             return [Outcome(records[0].delivery_id, error=Retryable(
-                f"unexpected error: {type(exc).__name__}: {self.config.redactor(str(exc))[:500]}", code="unexpected"))]
+                f"unexpected error: {type(exc).__name__}: {self.redactor(str(exc))[:500]}", code="unexpected"))]
         answered = {o.delivery_id for o in outcomes}
         return outcomes + [Outcome(r.delivery_id, error=Retryable("the destination gave no result for this record"))
                            for r in records if r.delivery_id not in answered]
@@ -201,7 +175,7 @@ class Worker:
         if not transient:
             return
         retries = [v["next_attempt_at"] for v in verdicts if v["state"] == PENDING and "next_attempt_at" in v]
-        last = self.config.redactor(transient[-1].describe())
+        last = self.redactor(transient[-1].describe())
         health = self.store.record_failures(name, len(transient), last, min(retries, default=None))
         threshold = self.config.worker.breaker_threshold
         if health["failures"] < threshold:
@@ -246,7 +220,7 @@ class Worker:
                                    "lead_key": item.lead_key, "occurred_at": item.occurred_at,
                                    "event_id": item.event_id, **extra}
         if error is not None:  # stored, and shown by `status` and `deadletters`: no secret, email or phone
-            verdict.update(last_error=self.config.redactor(error)[:4000], last_error_code=(code or "")[:100] or None)
+            verdict.update(last_error=self.redactor(error)[:4000], last_error_code=(code or "")[:100] or None)
         return verdict
 
     def _pause_for(self, name: str, error: ConnectorError) -> None:
@@ -257,13 +231,13 @@ class Worker:
             self._pause(name, self.config.worker.config_retry, "config", error.describe())
 
     def _pause(self, name: str, seconds: float, kind: str, reason: str) -> None:
-        reason = self.config.redactor(reason)  # stored and shown by `status`: a CRM's 401 may quote the token
+        reason = self.redactor(reason)  # stored and shown by `status`: a CRM's 401 may quote the token
         log.error("destination %s paused for %.0fs (%s): %s", name, seconds, kind, reason)
         self.store.pause(name, time.time() + seconds, kind, reason)
 
     def _destination(self, name: str) -> Destination:
         if name not in self._destinations:
-            self._destinations[name] = self.config.build_destination(name)
+            self._destinations[name] = self.runtime.destination(name)
         return self._destinations[name]
 
     # --- loops -----------------------------------------------------------------------
@@ -316,12 +290,12 @@ class Worker:
             destination.close()
 
 
-def run_workers(config: Config, store: Store, threads: int, stop: threading.Event) -> list[threading.Thread]:
+def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[threading.Thread]:
     """Start `threads` workers in this process; each has its own destination clients."""
     base = f"{socket.gethostname()}:{os.getpid()}"
     started = []
     for index in range(threads):
-        worker = Worker(config, store, owner=f"{base}:{index}:{uuid.uuid4().hex[:4]}")
+        worker = Worker(runtime, owner=f"{base}:{index}:{uuid.uuid4().hex[:4]}")
         thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{index}", daemon=True)
         thread.start()
         started.append(thread)

@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.config import load_config
-from connector.destinations._salesforce_auth import http_session
 from connector.destinations.salesforce import SalesforceDestination, Settings
+from connector.destinations.salesforce.auth import http_session
 from connector.errors import ConfigError, ConfigProblem, Retryable
 from connector.records import OutboundRecord
+from connector.runtime import Runtime
 from tests.fakes.salesforce import FakeSalesforce, ToFake
 
 EXT = "Leaditio_Lead_ID__c"
@@ -107,7 +108,7 @@ def test_jwt_bearer_with_the_private_key_from_an_env_var(fake: FakeSalesforce, t
     }))
     # Platforms often keep a PEM on one line with literal \n: both spellings work.
     env = {"HOOK_SECRET": "whsec_salesforce_auth_test", "SF_JWT_KEY": private.replace("\n", "\\n")}
-    settings = load_config(config_file, env=env).build_destination("sf").settings
+    settings = Runtime(load_config(config_file, env=env)).destination("sf").settings
     session = http_session(settings)
     session.mount("https://", ToFake(fake.url))
     dest = SalesforceDestination("sf", settings, session=session)

@@ -10,6 +10,7 @@ import pytest
 
 from connector.config import Config, load_config
 from connector.intake import accept
+from connector.runtime import Runtime
 from connector.store import Store
 from connector.worker import Worker
 from tests.conftest import ENV, leaditio_payload, write_config
@@ -31,7 +32,7 @@ def setup(fake: FakeSalesforce, tmp_path: Path, database_url: str) -> Any:
 
 def queue(config: Config, store: Store, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    accept(config, store, config.marketplaces["leaditio"].parse(body), body)
+    accept(config, store, Runtime(config).marketplaces["leaditio"].parse(body), body)
 
 
 def deliveries(store: Store, state: str) -> list[dict[str, Any]]:
@@ -43,7 +44,7 @@ def test_queued_leads_land_as_leads_in_one_call_and_updates_respect_policies(
     config, store = setup
     for index in range(3):
         queue(config, store, leaditio_payload(f"lead_{index}", timestamp=f"2026-05-20T10:00:0{index}Z"))
-    worker = Worker(config, store)
+    worker = Worker(Runtime(config, store))
     worker.drain(timeout=20)
 
     assert len(deliveries(store, "delivered")) == 3
@@ -69,7 +70,7 @@ def test_a_refused_lead_is_dead_lettered_with_salesforce_words(fake: FakeSalesfo
     fake.duplicate_rule = "block"
     twin = fake.add_record("Lead", LastName="M", Company="C", Email="thabo.m@gmail.com")
     queue(config, store, leaditio_payload("lead_dup"))
-    Worker(config, store).drain(timeout=20)
+    Worker(Runtime(config, store)).drain(timeout=20)
 
     dead, = deliveries(store, "dead")
     assert dead["last_error_code"] == "DUPLICATES_DETECTED"
@@ -80,7 +81,7 @@ def test_an_expired_session_pauses_the_destination_and_keeps_the_leads(fake: Fak
     config, store = setup
     fake.expire_sessions()
     queue(config, store, leaditio_payload("lead_wait"))
-    Worker(config, store).drain(timeout=5)
+    Worker(Runtime(config, store)).drain(timeout=5)
 
     assert len(deliveries(store, "pending")) == 1 and deliveries(store, "dead") == []
     pause = store.pauses()["salesforce"]

@@ -9,12 +9,10 @@ The definitions are Tooling API `CustomField` metadata.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connector.errors import ConfigProblem
-
-if TYPE_CHECKING:
-    from connector.mapping.spec import FieldSpec
+from connector.mapping.spec import FieldSpec
 
 PERMISSION_SET = "Lead_Connector_Fields"
 TEXT_MAX = 255

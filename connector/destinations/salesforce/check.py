@@ -7,14 +7,12 @@ longer than the field, and fields the org requires that the mapping never fills.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from connector.mapping import Mapping
+from connector.mapping.spec import FieldSpec
 from connector.records import UpdatePolicy
 from connector.yamlfile import did_you_mean
-
-if TYPE_CHECKING:
-    from connector.mapping import Mapping
-    from connector.mapping.spec import FieldSpec
 
 TEXT_TYPES = {"string", "textarea", "email", "phone", "url", "encryptedstring", "picklist", "multipicklist", "combobox"}
 

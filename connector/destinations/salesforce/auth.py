@@ -8,17 +8,15 @@ the destination renews the session once itself and repeats the request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import requests
 from simple_salesforce import Salesforce, SalesforceLogin
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
+from connector.destinations.salesforce.settings import Settings
 from connector.errors import ConfigProblem, ConnectorError, classify, network_error
-
-if TYPE_CHECKING:
-    from connector.destinations.salesforce import Settings
 
 
 class TimeoutSession(requests.Session):

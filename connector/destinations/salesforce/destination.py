@@ -10,14 +10,12 @@ creating a second one.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import requests
-from pydantic import Field, SecretStr, field_validator, model_validator
 from simple_salesforce import Salesforce, format_external_id, format_soql
 from simple_salesforce.exceptions import (
     SalesforceError,
@@ -25,120 +23,30 @@ from simple_salesforce.exceptions import (
     SalesforceMoreThanOneRecord,
 )
 
-from connector.destinations._salesforce_auth import http_session, login
-from connector.destinations._salesforce_check import mapping_problems
-from connector.destinations._salesforce_setup import (
+from connector.destinations.base import Destination
+from connector.destinations.salesforce.auth import http_session, login
+from connector.destinations.salesforce.check import mapping_problems
+from connector.destinations.salesforce.errors import explain_duplicates, json_body, text
+from connector.destinations.salesforce.settings import (
+    COLLECTION_LIMIT,
+    DEFAULT_MAPPING,
+    REMOTE,
+    SPLIT_CALLS,
+    Settings,
+)
+from connector.destinations.salesforce.setup import (
     PERMISSION_SET,
     custom_field_metadata,
     describe_metadata,
     setup_failure,
 )
-from connector.destinations.base import Destination, DestinationSettings
-from connector.durations import seconds
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
+from connector.mapping import Mapping, load_mapping
+from connector.mapping.spec import FieldSpec
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
-
-if TYPE_CHECKING:  # connector.mapping imports this package: only lazy imports of it here
-    from connector.mapping import Mapping
 
 log = logging.getLogger("connector.destinations.salesforce")
 T = TypeVar("T")
-REMOTE = "salesforce"
-COLLECTION_LIMIT = 200
-DEFAULT_MAPPING = "mappings/salesforce.yaml"
-SPLIT_CALLS = 16  # extra calls to find the bad records of a refused batch: ~2 bad ones in 200
-
-
-class Settings(DestinationSettings):
-    auth: Literal["password", "client_credentials", "jwt", "session"] = Field(
-        default="password", description="password: username + password + security_token (SOAP login, or OAuth "
-                                        "when consumer_key/secret are set); client_credentials: connected app on "
-                                        "your My Domain; jwt: connected app certificate; session: a ready session")
-    username: str | None = Field(default=None, description="the integration user (password and jwt)")
-    password: SecretStr | None = Field(default=None, description="${ENV_VAR}")
-    security_token: SecretStr | None = Field(default=None, description="${ENV_VAR}; empty for IP-allow-listed users")
-    consumer_key: str | None = Field(default=None, description="the connected app's Consumer Key")
-    consumer_secret: SecretStr | None = Field(default=None, description="${ENV_VAR}")
-    private_key: SecretStr | None = Field(default=None, description="${ENV_VAR} holding the PEM of the JWT key")
-    domain: str = Field(default="login", description="login, test (sandbox) or your My Domain, e.g. acme.my")
-    instance_url: str | None = Field(default=None, description="https://acme.my.salesforce.com (session auth)")
-    session_id: SecretStr | None = Field(default=None, description="${ENV_VAR} (session auth)")
-    object: str = Field(default="Lead", description="the sObject leads become")
-    external_id_field: str = Field(default="Leaditio_Lead_ID__c",
-                                   description="External ID field the upsert matches on")
-    api_version: str = Field(default="59.0", description="Salesforce REST API version")
-    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
-    on_duplicate: Literal["dead_letter", "allow_save"] = Field(
-        default="dead_letter", description="a duplicate rule matched: dead-letter the lead, or save it anyway "
-                                           "(works for rules whose action is Allow + Alert)")
-    on_converted: Literal["skip", "update_contact"] = Field(
-        default="skip", description="the Lead was converted: skip the update, or update the converted Contact")
-    assignment_rules: bool = Field(default=True,
-                                   description="let the Lead assignment rule choose the owner of a new lead "
-                                               "(never on updates: a rep working a lead keeps it)")
-    assignment_rule_id: str | None = Field(
-        default=None, description="run this assignment rule (its 01Q... id) on new leads instead of the "
-                                  "active one")
-    ca_bundle: str | None = Field(default=None, description="CA file for a TLS-inspecting proxy")
-
-    @field_validator("domain")
-    @classmethod
-    def _bare_domain(cls, value: str) -> str:
-        """`https://acme.my.salesforce.com/` -> `acme.my`: the library builds https://{domain}.salesforce.com."""
-        value = re.sub(r"^https?://", "", value.strip()).rstrip("/")
-        value = re.sub(r"\.salesforce\.com$", "", value)
-        if not value or "/" in value:
-            raise ValueError("write login, test, or your My Domain such as acme.my")
-        return value
-
-    @field_validator("assignment_rule_id")
-    @classmethod
-    def _rule_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if not re.fullmatch(r"01Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?", value):
-            raise ValueError("an assignment rule id is 15 or 18 characters starting with 01Q (Setup > Lead "
-                             "Assignment Rules: open the rule, the id is in the address)")
-        return value
-
-    @field_validator("api_version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        value = str(value).strip().lstrip("vV")
-        if not re.fullmatch(r"\d{2}\.0", value):
-            raise ValueError("write the version like 59.0")
-        return value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return seconds(value)
-
-    @model_validator(mode="after")
-    def _complete_auth(self) -> Settings:
-        if self.assignment_rule_id and not self.assignment_rules:
-            raise ValueError("assignment_rule_id is set but assignment_rules is false: remove one of them")
-
-        def need(*names: str) -> None:
-            missing = [n for n in names if getattr(self, n) in (None, "")]
-            if missing:
-                raise ValueError(f"auth: {self.auth} needs {', '.join(missing)}")
-
-        if self.auth == "password":
-            need("username", "password")
-            if bool(self.consumer_key) != bool(self.consumer_secret):
-                raise ValueError("auth: password with a connected app needs both consumer_key and consumer_secret")
-        elif self.auth == "client_credentials":
-            need("consumer_key", "consumer_secret")
-            if self.domain in ("login", "test"):
-                raise ValueError("auth: client_credentials needs your My Domain, e.g. domain: acme.my "
-                                 "(or acme--uat.sandbox.my for a sandbox); login and test do not work")
-        elif self.auth == "jwt":
-            need("username", "consumer_key", "private_key")
-        else:
-            need("session_id", "instance_url")
-        return self
 
 
 class SalesforceDestination(Destination):
@@ -233,7 +141,7 @@ class SalesforceDestination(Destination):
                     return Outcome(record.delivery_id, error=error)
                 raise error from None
             raise self._request_error(exc) from None
-        body = _json(response)
+        body = json_body(response)
         return Outcome(record.delivery_id, crm_id=body.get("id") or record.crm_id,
                        created=body.get("created", response.status_code == 201))
 
@@ -373,7 +281,7 @@ class SalesforceDestination(Destination):
         first = exc.content[0] if isinstance(exc.content, list) and exc.content and isinstance(
             exc.content[0], dict) else {}
         code = first.get("errorCode")
-        message = first.get("message") or _text(exc.content) or f"HTTP {exc.status}"
+        message = first.get("message") or text(exc.content) or f"HTTP {exc.status}"
         fields = first.get("fields") or []
         if exc.status == 404 and code in (None, "NOT_FOUND") and \
                 f"/{self.settings.external_id_field}" in str(getattr(exc, "url", "")):  # an upsert by external id
@@ -393,7 +301,7 @@ class SalesforceDestination(Destination):
         if code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" and "UNABLE_TO_LOCK_ROW" in message:
             code = "UNABLE_TO_LOCK_ROW"  # a trigger or flow hit a locked row: as transient as the lock itself
         if code == "DUPLICATES_DETECTED":
-            message = _explain_duplicates(first, message, self.settings.on_duplicate)
+            message = explain_duplicates(first, message, self.settings.on_duplicate)
         fields = [f for e in errors for f in e.get("fields") or []]
         return classify(REMOTE, status=status, code=code, message=message,
                         field=", ".join(dict.fromkeys(fields)) or None)
@@ -478,8 +386,6 @@ class SalesforceDestination(Destination):
             raise self._request_error(exc) from None
 
     def _setup(self, mapping: Mapping) -> list[str]:
-        from connector.mapping.spec import FieldSpec
-
         s = self.settings
         self._describes.pop(s.object, None)
         try:
@@ -556,42 +462,7 @@ class SalesforceDestination(Destination):
 
 def _default_mapping() -> Mapping:
     """`crm setup` without a mapping: mappings/salesforce.yaml beside the config or the code."""
-    from connector.mapping import load_mapping
-
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
         if (base / DEFAULT_MAPPING).exists():
             return load_mapping(base / DEFAULT_MAPPING)
     raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
-
-
-def _explain_duplicates(error: dict[str, Any], message: str, mode: str) -> str:
-    """Name the records a duplicate rule matched, so the admin can merge or relax the rule."""
-    result = error.get("duplicateResult") or {}
-    ids = [m.get("record", {}).get("Id") for r in result.get("matchResults") or []
-           for m in r.get("matchRecords") or []]
-    ids = [i for i in ids if i]
-    rule = result.get("duplicateRule")
-    parts = [message]
-    if rule:
-        parts.append(f"duplicate rule {rule}")
-    if ids:
-        parts.append(f"matches {', '.join(ids)}")
-    if mode == "dead_letter":
-        parts.append("set on_duplicate: allow_save to save such leads anyway (rules with action Allow)")
-    else:
-        parts.append("the rule blocks saving; change its action to Allow to let these leads in")
-    return "; ".join(parts)
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, bytes):
-        return content.decode("utf-8", "replace")[:500]
-    return str(content)[:500] if content else ""
