@@ -392,7 +392,7 @@ def test_tls_with_a_private_ca(token: str, mapping: Mapping, tmp_path: Path) -> 
 
 
 def test_messages_never_carry_contact_details() -> None:
-    from connector.destinations._hubspot_errors import mask
+    from connector.destinations.hubspot.errors import mask
 
     assert mask("Email address thabo.m@gmail.com is invalid") == "Email address t***@gmail.com is invalid"
     assert mask("phone +27823456789 or 082 345 6789") == "phone ***789 or ***789"

@@ -1,23 +1,4 @@
-"""HubSpot: each lead becomes (or updates) one contact, up to 100 per call, within HubSpot's limits.
-
-Leads are upserted with `POST /crm/v3/objects/{object}/batch/upsert` by a unique property
-(`id_property`: our own `leaditio_lead_id`, created with unique values by `connector crm setup`, or
-`email`), so a retried batch never makes a second contact. Every input carries
-`objectWriteTraceId` = its delivery id: HubSpot's per-record errors (207) name it, and only those
-records fail. HubSpot does not echo the trace id on a successful result and returns results in any
-order (HubSpot/hubspot-api-nodejs#190), so every input also carries the id property in its
-`properties`, even on updates whose mapping writes it `on_create`: a result is matched to its
-input by that value alone. A 200 means every input was written: each record of it is settled at
-once (with its contact id where the result names it), so nothing HubSpot accepted is sent again.
-A whole batch refused for one bad input (400/409) is split: the inputs HubSpot's message points
-at fail, the rest go again in the same `send()`.
-
-Pacing: one request budget per access token, shared by every worker thread of the process
-(`connector.apiclient.shared_budget`), sized by `requests_per_10s`; a 429 for the ten-secondly
-window holds every thread, waits and resends (a few times, then the worker reschedules); the
-daily limit pauses the destination until midnight in the account's time zone without
-failing a lead. urllib3's own retries never retry a POST on a status, so we classify here.
-"""
+"""The HubSpot destination: batches of contacts upserted, matched, paced and classified (see the package)."""
 
 from __future__ import annotations
 
@@ -31,21 +12,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import urllib3
-from pydantic import Field, SecretStr, field_validator
 from urllib3.util.retry import Retry
 
 from connector.apiclient import Counters, RateBudget, shared_budget
-from connector.destinations import _hubspot_errors as answers
-from connector.destinations import _hubspot_schema as schema
-from connector.destinations.base import Destination, DestinationSettings
+from connector.destinations.base import Destination
+from connector.destinations.hubspot import errors as answers
+from connector.destinations.hubspot import schema, setup
+from connector.destinations.hubspot.quota import shared_quota
+from connector.destinations.hubspot.settings import Settings
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
-from connector.mapping import Mapping, load_mapping
+from connector.mapping import Mapping
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
@@ -54,98 +35,6 @@ log = logging.getLogger(__name__)
 # covers how much later one request may arrive than another (5%, and never under 0.1 s).
 WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.05, 0.1
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
-DEFAULT_MAPPING = Path("mappings") / "hubspot.yaml"
-
-
-class Settings(DestinationSettings):
-    access_token: SecretStr = Field(description="the private app's access token, as ${HUBSPOT_ACCESS_TOKEN}")
-    id_property: str = Field(default="leaditio_lead_id",
-                             description="the unique property contacts are matched on: leaditio_lead_id "
-                                         "(one contact per lead) or email (one contact per person)")
-    object: str = Field(default="contacts", description="the CRM object leads become")
-    requests_per_10s: int = Field(default=100, ge=1, le=1000,
-                                  description="the account's burst limit: 100 (Free/Starter), 190 "
-                                              "(Professional/Enterprise), 250 (API limit increase)")
-    daily_limit: int | None = Field(default=None, ge=1,
-                                    description="stop at this many requests a day (HubSpot's daily limit is "
-                                                "shared with every other private app of the account)")
-    timeout: float = Field(default=30.0, gt=0, description="seconds to wait for one HubSpot answer")
-    host: str = Field(default="https://api.hubapi.com", description="HubSpot's API; change only for tests")
-    ca_bundle: str | None = Field(default=None, description="CA file for an intercepting proxy")
-    client_side_validation: bool = Field(default=False,
-                                         description="let the SDK check every request and answer against "
-                                                     "HubSpot's API spec (tests)")
-    property_group: str = Field(default="leaditio", description="where `crm setup` puts the custom properties")
-    property_group_label: str = "Lead marketplace"
-    account_timezone: str = Field(default="Africa/Johannesburg",
-                                  description="the HubSpot account's time zone: the daily limit resets at "
-                                              "its midnight")
-    match_existing: bool | None = Field(
-        default=None,
-        description="read a contact before first writing it, so on_create/if_empty fields never overwrite a "
-                    "contact that already existed; default: on when id_property is email")
-    rate_window: float = Field(default=10.0, gt=0,
-                               description="seconds of HubSpot's rolling window; change only for tests")
-    rate_limit_retries: int = Field(default=3, ge=0,
-                                    description="how often one send waits out a ten-secondly 429 before "
-                                                "the worker reschedules the batch")
-
-    @field_validator("account_timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (example: Africa/Johannesburg)") from None
-        return value
-
-
-# --- the daily quota, shared like the rate budget -------------------------------------------
-class DailyQuota:
-    """Requests counted per account day, and "spent until" once HubSpot says the day is over."""
-
-    def __init__(self, limit: int | None, zone: ZoneInfo, clock: Callable[[], float] = time.time):
-        self.limit, self.zone, self._clock = limit, zone, clock
-        self._lock = threading.Lock()
-        self._day_ends = 0.0
-        self._used = 0
-        self._spent_until = 0.0
-
-    def next_midnight(self, now: float | None = None) -> float:
-        local = datetime.fromtimestamp(self._clock() if now is None else now, self.zone)
-        tomorrow = (local + timedelta(days=1)).date()
-        return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone).timestamp()
-
-    def take(self) -> float | None:
-        """Count one request: None if it may go, else the time the quota comes back."""
-        with self._lock:
-            now = self._clock()
-            if now < self._spent_until:
-                return self._spent_until
-            if now >= self._day_ends:
-                self._day_ends, self._used = self.next_midnight(now), 0
-            if self.limit is not None and self._used >= self.limit:
-                return self._day_ends
-            self._used += 1
-            return None
-
-    def spend_until(self, when: float) -> None:
-        with self._lock:
-            self._spent_until = max(self._spent_until, when)
-
-
-_quota_lock = threading.Lock()
-_quotas: dict[str, DailyQuota] = {}
-
-
-def shared_quota(token_digest: str, limit: int | None, zone: ZoneInfo) -> DailyQuota:
-    with _quota_lock:
-        quota = _quotas.get(token_digest)
-        if quota is None:
-            quota = _quotas[token_digest] = DailyQuota(limit, zone)
-        quota.limit, quota.zone = limit, zone
-        return quota
-
 
 # --- one lead on its way --------------------------------------------------------------------
 @dataclass
@@ -533,10 +422,9 @@ class HubSpotDestination(Destination):
                 and re.search(rf"(?<![\w@.+-]){re.escape(item.properties[name])}(?![\w@.-])", message)]
 
     # --- setup and checks --------------------------------------------------------------------
+
     def _properties(self) -> dict[str, Any]:
-        apis = self._sdk()
-        data, _ = self._call(apis.properties.get_all_with_http_info, self.settings.object)
-        return {prop.name: prop for prop in data.results or []}
+        return setup.read_properties(self._call, self._sdk(), self.settings.object)
 
     def check_against_crm(self, mapping: Mapping) -> list[str]:
         try:
@@ -551,63 +439,10 @@ class HubSpotDestination(Destination):
 
     def setup(self, mapping: Mapping | None = None) -> list[str]:
         """Create the property group and the custom properties the mapping needs; safe to repeat."""
-        mapping = mapping or _default_mapping()
         try:
-            return self._setup(mapping)
+            return setup.create_properties(self._call, self._sdk(), self.settings, mapping or setup.default_mapping())
         except _Refused as refused:
             raise refused.error.classified() from None
-
-    def _setup(self, mapping: Mapping) -> list[str]:
-        from hubspot.crm.properties import OptionInput, PropertyCreate, PropertyGroupCreate, PropertyUpdate
-
-        apis = self._sdk()
-        config = apis.properties_config
-        s = self.settings
-        done: list[str] = []
-        groups, _ = self._call(apis.groups.get_all_with_http_info, s.object)
-        if s.property_group not in {g.name for g in groups.results or []}:
-            self._call(apis.groups.create_with_http_info, s.object, PropertyGroupCreate(
-                name=s.property_group, label=s.property_group_label, display_order=-1,
-                local_vars_configuration=config))
-            done.append(f"created property group '{s.property_group}' ({s.property_group_label})")
-        existing = self._properties()
-        for name, spec in schema.sent_fields(mapping):
-            wanted = schema.infer_property(name, spec, id_property=s.id_property)
-            prop = existing.get(name)
-            if prop is None:
-                close = schema.close_names(name, [n for n, p in existing.items()
-                                                  if getattr(p, "hubspot_defined", False)])
-                if close:
-                    done.append(f"not created '{name}': it looks like HubSpot's own '{close[0]}'; fix the mapping")
-                    continue
-                options = [OptionInput(label=schema.option_label(v), value=v, display_order=i, hidden=False,
-                                       local_vars_configuration=config) for i, v in enumerate(wanted.options)]
-                self._call(apis.properties.create_with_http_info, s.object, PropertyCreate(
-                    name=name, label=wanted.label, type=wanted.type, field_type=wanted.field_type,
-                    group_name=s.property_group, has_unique_value=wanted.unique, options=options or None,
-                    description=f"Set by the lead connector from mapping {mapping.path.name}",
-                    local_vars_configuration=config))
-                done.append(f"created {wanted.describe()}")
-                continue
-            if name == s.id_property and name != "email" and not schema.is_unique(prop):
-                raise ConfigProblem(
-                    f"HubSpot property '{name}' exists but does not require unique values, so contacts cannot be "
-                    f"matched on it (and HubSpot cannot change that): set id_property to another name and run "
-                    f"setup again, or delete '{name}' in HubSpot first", code="NON_UNIQUE_ID_PROPERTY")
-            if prop.type == "enumeration" and wanted.options and not getattr(prop, "hubspot_defined", False):
-                have = schema.option_values(prop)
-                missing = [v for v in wanted.options if v not in have]
-                if missing:
-                    options = [OptionInput(label=o.label, value=o.value, display_order=o.display_order
-                                           if o.display_order is not None else i, hidden=bool(o.hidden),
-                                           local_vars_configuration=config) for i, o in enumerate(prop.options)]
-                    options += [OptionInput(label=schema.option_label(v), value=v, display_order=len(options) + i,
-                                            hidden=False, local_vars_configuration=config)
-                                for i, v in enumerate(missing)]
-                    self._call(apis.properties.update_with_http_info, s.object, name, PropertyUpdate(
-                        options=options, local_vars_configuration=config))
-                    done.append(f"added options {', '.join(missing)} to '{name}'")
-        return done
 
     def close(self) -> None:
         apis, self._apis = self._apis, None
@@ -615,13 +450,3 @@ class HubSpotDestination(Destination):
             for api in (apis.objects, apis.properties, apis.groups):
                 with contextlib.suppress(AttributeError):
                     api.api_client.rest_client.pool_manager.clear()
-
-
-def _default_mapping() -> Mapping:
-    """`crm setup` without a mapping: the bundled one (mappings/hubspot.yaml beside the config or the code)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / DEFAULT_MAPPING).exists():
-            return load_mapping(base / DEFAULT_MAPPING)
-    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
-
-
