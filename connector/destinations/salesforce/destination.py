@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -29,19 +28,19 @@ from connector.destinations.salesforce.check import mapping_problems
 from connector.destinations.salesforce.errors import explain_duplicates, json_body, text
 from connector.destinations.salesforce.settings import (
     COLLECTION_LIMIT,
-    DEFAULT_MAPPING,
     REMOTE,
     SPLIT_CALLS,
     Settings,
 )
 from connector.destinations.salesforce.setup import (
-    PERMISSION_SET,
     custom_field_metadata,
+    default_mapping,
     describe_metadata,
+    grant_access,
     setup_failure,
 )
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
-from connector.mapping import Mapping, load_mapping
+from connector.mapping import Mapping
 from connector.mapping.spec import FieldSpec
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
@@ -379,7 +378,7 @@ class SalesforceDestination(Destination):
         Needs a user allowed to customize the org (Customize Application, Assign Permission Sets);
         safe to repeat: what exists is left alone.
         """
-        mapping = mapping or _default_mapping()
+        mapping = mapping or default_mapping()
         try:
             return self._setup(mapping)
         except SalesforceError as exc:
@@ -420,49 +419,9 @@ class SalesforceDestination(Destination):
             created.append(name)
             done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
         if created:
-            done.append(self._grant_access(created))
+            done.append(grant_access(self._call, self._restful, self._query, s.object, created))
             self._describes.pop(s.object, None)
         return done
 
-    def _grant_access(self, fields: list[str]) -> str:
-        """New fields are invisible to everyone (field-level security): grant them to our own user
-        through a permission set, created and assigned once."""
-        s = self.settings
-        found = self._call(lambda c: self._query(c, format_soql(
-            "SELECT Id FROM PermissionSet WHERE Name = {}", PERMISSION_SET)))
-        if found:
-            permission_set = found[0]["Id"]
-        else:
-            permission_set = self._call(lambda c: self._restful(c, "sobjects/PermissionSet", method="POST", json={
-                "Name": PERMISSION_SET, "Label": "Lead connector fields",
-                "Description": "Edit access to the fields the lead connector writes"}))["id"]
-        records = [{"attributes": {"type": "FieldPermissions"}, "ParentId": permission_set, "SobjectType": s.object,
-                    "Field": f"{s.object}.{name}", "PermissionsRead": True, "PermissionsEdit": True}
-                   for name in fields]
-        results = self._call(lambda c: self._restful(c, "composite/sobjects", method="POST",
-                                                     json={"allOrNone": False, "records": records}))
-        refused = [f"{name} ({'; '.join(e.get('message', '') for e in r.get('errors') or [])})"
-                   for name, r in zip(fields, results or [], strict=False) if not r.get("success")]
-        user = self._call(lambda c: c.oauth2("userinfo"))["user_id"]
-        assigned = self._call(lambda c: self._query(c, format_soql(
-            "SELECT Id FROM PermissionSetAssignment WHERE PermissionSetId = {} AND AssigneeId = {}",
-            permission_set, user)))
-        if not assigned:
-            self._call(lambda c: self._restful(c, "sobjects/PermissionSetAssignment", method="POST",
-                                               json={"PermissionSetId": permission_set, "AssigneeId": user}))
-        granted = len(fields) - len(refused)
-        line = f"gave the connector's user edit access to {granted} new field(s) via permission set {PERMISSION_SET}"
-        if refused:
-            line += f"; could not grant: {', '.join(refused)}"
-        return line
-
     def close(self) -> None:
         self.http.close()
-
-
-def _default_mapping() -> Mapping:
-    """`crm setup` without a mapping: mappings/salesforce.yaml beside the config or the code."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (base / DEFAULT_MAPPING).exists():
-            return load_mapping(base / DEFAULT_MAPPING)
-    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")

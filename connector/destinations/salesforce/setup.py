@@ -9,9 +9,15 @@ The definitions are Tooling API `CustomField` metadata.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from simple_salesforce import format_soql
+
+from connector.destinations.salesforce.settings import DEFAULT_MAPPING
 from connector.errors import ConfigProblem
+from connector.mapping import Mapping, load_mapping
 from connector.mapping.spec import FieldSpec
 
 PERMISSION_SET = "Lead_Connector_Fields"
@@ -102,3 +108,44 @@ def setup_failure(exc: Any, obj: str, name: str, todo: dict[str, dict[str, Any]]
     else:
         why = f"could not create {obj}.{name} ({describe_metadata(todo.get(name, {'type': '?'}))}): [{code}] {said}."
     return ConfigProblem(why + done + hand, code=code, status=exc.status, field=name)
+
+
+def grant_access(call: Callable[..., Any], restful: Callable[..., Any], query: Callable[..., Any], object_name: str,
+                 fields: list[str]) -> str:
+    """New fields are invisible to everyone (field-level security): grant them to our own user
+    through a permission set, created and assigned once."""
+    found = call(lambda c: query(c, format_soql(
+        "SELECT Id FROM PermissionSet WHERE Name = {}", PERMISSION_SET)))
+    if found:
+        permission_set = found[0]["Id"]
+    else:
+        permission_set = call(lambda c: restful(c, "sobjects/PermissionSet", method="POST", json={
+            "Name": PERMISSION_SET, "Label": "Lead connector fields",
+            "Description": "Edit access to the fields the lead connector writes"}))["id"]
+    records = [{"attributes": {"type": "FieldPermissions"}, "ParentId": permission_set, "SobjectType": object_name,
+                "Field": f"{object_name}.{name}", "PermissionsRead": True, "PermissionsEdit": True}
+               for name in fields]
+    results = call(lambda c: restful(c, "composite/sobjects", method="POST",
+                                                 json={"allOrNone": False, "records": records}))
+    refused = [f"{name} ({'; '.join(e.get('message', '') for e in r.get('errors') or [])})"
+               for name, r in zip(fields, results or [], strict=False) if not r.get("success")]
+    user = call(lambda c: c.oauth2("userinfo"))["user_id"]
+    assigned = call(lambda c: query(c, format_soql(
+        "SELECT Id FROM PermissionSetAssignment WHERE PermissionSetId = {} AND AssigneeId = {}",
+        permission_set, user)))
+    if not assigned:
+        call(lambda c: restful(c, "sobjects/PermissionSetAssignment", method="POST",
+                                           json={"PermissionSetId": permission_set, "AssigneeId": user}))
+    granted = len(fields) - len(refused)
+    line = f"gave the connector's user edit access to {granted} new field(s) via permission set {PERMISSION_SET}"
+    if refused:
+        line += f"; could not grant: {', '.join(refused)}"
+    return line
+
+
+def default_mapping() -> Mapping:
+    """`crm setup` without a mapping: mappings/salesforce.yaml beside the config or the code."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (base / DEFAULT_MAPPING).exists():
+            return load_mapping(base / DEFAULT_MAPPING)
+    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
