@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store.claiming import Batch, Claimed, Claimer, Superseded
+from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
 from connector.store.schema import (
@@ -37,7 +37,7 @@ from connector.store.schema import (
     lead_state,
 )
 
-__all__ = ["Batch", "Claimed", "Recorded", "Store", "StoreUnavailable", "Superseded", "lead_key"]
+__all__ = ["Batch", "Claimed", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -199,24 +199,22 @@ class Store:
                                        lead_state.c.lead_key.in_(list(keys))))
             return {r.lead_key: (r.last_occurred_at, r.crm_id) for r in rows}
 
-    def settle(self, owner: str, updates: Sequence[dict[str, Any]]) -> None:
-        """Apply the worker's verdicts in one transaction; each dict names `delivery_id` and `state`.
+    def settle(self, owner: str, verdicts: Sequence[Verdict]) -> None:
+        """Apply the worker's verdicts in one transaction.
 
         Only rows still leased by `owner` change, so a worker whose lease ran out cannot overwrite
         what another worker did since. A delivered row also moves the lead's state forward.
         """
         now = time.time()
         with self._tx() as conn:
-            for u in updates:
-                values = {k: v for k, v in u.items() if k not in {"delivery_id", "lead_key", "destination",
-                                                                   "occurred_at", "event_id"}}
-                values.update(updated_at=now, lease_owner=None, lease_until=None)
+            for verdict in verdicts:
+                item = verdict.item
                 changed = conn.execute(
-                    deliveries.update().where(deliveries.c.id == u["delivery_id"],
-                                              deliveries.c.lease_owner == owner).values(**values)).rowcount
-                if changed and u["state"] == DELIVERED:
-                    self._advance_lead(conn, u["destination"], u["lead_key"], u["occurred_at"], u["event_id"],
-                                       u.get("crm_id"), now)
+                    deliveries.update().where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
+                    .values(**verdict.changes(), updated_at=now, lease_owner=None, lease_until=None)).rowcount
+                if changed and verdict.state == DELIVERED:
+                    self._advance_lead(conn, item.destination, item.lead_key, item.occurred_at, item.event_id,
+                                       verdict.crm_id, now)
 
     def _advance_lead(self, conn: Connection, destination: str, key: str, occurred_at: float, event_id: int,
                       crm_id: str | None, now: float) -> None:

@@ -54,6 +54,30 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What the worker decided about one claimed delivery; `Store.settle` applies it.
+
+    A field left None is not changed (a delivered row keeps its last error, for instance).
+    """
+
+    item: Claimed
+    state: str
+    last_error: str | None = None
+    last_error_code: str | None = None
+    attempts: int | None = None
+    first_failed_at: float | None = None
+    next_attempt_at: float | None = None
+    crm_id: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The delivery row's columns this verdict sets."""
+        optional = {"last_error": self.last_error, "last_error_code": self.last_error_code,
+                    "attempts": self.attempts, "first_failed_at": self.first_failed_at,
+                    "next_attempt_at": self.next_attempt_at, "crm_id": self.crm_id}
+        return {"state": self.state, **{k: v for k, v in optional.items() if v is not None}}
+
+
+@dataclass(frozen=True)
 class Superseded:
     """A delivery settled `stale` at claim time because a newer event of its lead exists."""
 

@@ -32,7 +32,7 @@ from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
 from connector.records import OutboundRecord, Outcome
 from connector.runtime import Runtime
-from connector.store import Claimed
+from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.timeutil import iso
 
@@ -96,7 +96,7 @@ class Worker:
 
     def deliver(self, work: Work) -> int:
         """Map each lead on its own, send what mapped, settle every verdict; one lead's failure is its own."""
-        verdicts: list[dict[str, Any]] = []
+        verdicts: list[Verdict] = []
         records: list[OutboundRecord] = []
         by_id: dict[int, Claimed] = {c.delivery_id: c for c in work.items}
         for item in work.items:
@@ -142,7 +142,7 @@ class Worker:
         return outcomes + [Outcome(r.delivery_id, error=Retryable("the destination gave no result for this record"))
                            for r in records if r.delivery_id not in answered]
 
-    def _send(self, work: Work, records: list[OutboundRecord], by_id: dict[int, Claimed]) -> list[dict[str, Any]]:
+    def _send(self, work: Work, records: list[OutboundRecord], by_id: dict[int, Claimed]) -> list[Verdict]:
         name = work.destination
         outcomes = self._call(name, records)
         verdicts = []
@@ -168,13 +168,13 @@ class Worker:
             self._note_failures(name, outcomes, verdicts)
         return verdicts
 
-    def _note_failures(self, name: str, outcomes: list[Outcome], verdicts: list[dict[str, Any]]) -> None:
+    def _note_failures(self, name: str, outcomes: list[Outcome], verdicts: list[Verdict]) -> None:
         """Transient failures in a row make a destination failing; past the threshold it is paused and
         probed with one delivery at a time (a circuit breaker), with growing waits, until it answers."""
         transient = [o.error for o in outcomes if isinstance(o.error, Retryable) and not isinstance(o.error, RateLimited)]
         if not transient:
             return
-        retries = [v["next_attempt_at"] for v in verdicts if v["state"] == PENDING and "next_attempt_at" in v]
+        retries = [v.next_attempt_at for v in verdicts if v.state == PENDING and v.next_attempt_at is not None]
         last = self.redactor(transient[-1].describe())
         health = self.store.record_failures(name, len(transient), last, min(retries, default=None))
         threshold = self.config.worker.breaker_threshold
@@ -192,7 +192,7 @@ class Worker:
         self.store.set_next_try(name, time.time() + wait)
 
     # --- verdicts ---------------------------------------------------------------------
-    def _failed(self, item: Claimed, error: ConnectorError | None) -> dict[str, Any]:
+    def _failed(self, item: Claimed, error: ConnectorError | None) -> Verdict:
         assert error is not None
         if isinstance(error, Skip):
             return self._verdict(item, SKIPPED, error=error.describe(), code=error.code)
@@ -211,17 +211,16 @@ class Worker:
         return self._verdict(item, DEAD, error=error.describe(), code=error.code, attempts=item.attempts + 1)
 
     def _verdict(self, item: Claimed, state: str, *, error: str | None = None, code: str | None = None,
-                 **extra: Any) -> dict[str, Any]:
+                 **extra: Any) -> Verdict:
         DELIVERY_OUTCOMES.labels(item.destination, "retry" if state == PENDING else state).inc()
         log.log(logging.INFO if state in (DELIVERED, SKIPPED, STALE) else logging.WARNING,
                 "delivery %s of %s (%s) to %s: %s%s", item.delivery_id, item.lead_key, item.event_type,
                 item.destination, state if state != PENDING else "will retry", f": {error}" if error else "")
-        verdict: dict[str, Any] = {"delivery_id": item.delivery_id, "state": state, "destination": item.destination,
-                                   "lead_key": item.lead_key, "occurred_at": item.occurred_at,
-                                   "event_id": item.event_id, **extra}
-        if error is not None:  # stored, and shown by `status` and `deadletters`: no secret, email or phone
-            verdict.update(last_error=self.redactor(error)[:4000], last_error_code=(code or "")[:100] or None)
-        return verdict
+        if error is None:
+            return Verdict(item, state, **extra)
+        # stored, and shown by `status` and `deadletters`: no secret, email or phone
+        return Verdict(item, state, last_error=self.redactor(error)[:4000], last_error_code=(code or "")[:100] or None,
+                       **extra)
 
     def _pause_for(self, name: str, error: ConnectorError) -> None:
         if isinstance(error, RateLimited):
