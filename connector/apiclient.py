@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -41,6 +40,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from connector.backoff import backoff
 from connector.errors import (
     ConnectorError,
     Retryable,
@@ -232,8 +232,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number `attempt` (1-based): exponential with full jitter on top half."""
-        ceiling = min(self.cap, self.base * (2 ** (attempt - 1)))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff(attempt, self.base, self.cap)
 
 
 @dataclass

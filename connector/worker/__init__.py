@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from connector.backoff import backoff
 from connector.destinations import Destination
 from connector.errors import (
     ConfigError,
@@ -38,11 +38,6 @@ from connector.timeutil import iso
 
 log = logging.getLogger("connector.worker")
 OUTAGE = "outage"  # the pause kind of a destination whose deliveries keep failing (the circuit breaker)
-
-
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: ~base, 2*base, 4*base ... up to cap, each scaled by 0.5-1.0."""
-    return min(cap, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 @dataclass
@@ -301,4 +296,4 @@ def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[t
     return started
 
 
-__all__ = ["Worker", "backoff", "run_workers"]
+__all__ = ["Worker", "run_workers"]

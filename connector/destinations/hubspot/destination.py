@@ -20,6 +20,7 @@ import urllib3
 from urllib3.util.retry import Retry
 
 from connector.apiclient import Counters, RateBudget, shared_budget
+from connector.backoff import backoff
 from connector.destinations.base import Destination
 from connector.destinations.hubspot import errors as answers
 from connector.destinations.hubspot import schema, setup
@@ -193,7 +194,7 @@ class HubSpotDestination(Destination):
                         self._clock(back_at))
             return None
         window = error.interval or self.settings.rate_window
-        wait = error.retry_after if error.retry_after is not None else min(window, 2.0 ** (count - 1))
+        wait = error.retry_after if error.retry_after is not None else backoff(count, 1.0, window, jitter=False)
         self.budget.hold(wait)
         error.retry_after = wait
         if count > self.settings.rate_limit_retries:
