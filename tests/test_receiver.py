@@ -9,8 +9,10 @@ import time
 import requests
 import sqlalchemy as sa
 
+from connector.logs import JsonFormatter
 from connector.runtime import Runtime
 from connector.store.schema import deliveries, events
+from connector.worker import Worker
 from tests.conftest import OLD_SECRET, leaditio_payload, post_webhook, sign
 
 
@@ -177,8 +179,6 @@ def test_logs_never_contain_phone_or_email(receiver, caplog):
 
 
 def test_json_log_lines_are_what_json_dumps_writes():
-    from connector.logs import JsonFormatter
-
     record = logging.LogRecord("connector.web", logging.WARNING, __file__, 1, 'a "quoted" %s\\n\tline', ("ünï",), None)
     record.exc_text = "Traceback:\n  boom"
     line = JsonFormatter().format(record)
@@ -191,3 +191,16 @@ def test_json_log_lines_are_what_json_dumps_writes():
         record.created = created
         expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(created)))
         assert json.loads(formatter.format(record))["time"] == expected
+
+
+def test_json_log_lines_name_the_event_lead_destination_and_outcome_as_keys(receiver, config, store, caplog):
+    with caplog.at_level(logging.INFO):
+        event_id = post_webhook(receiver, leaditio_payload("lead_keys")).json()["event_id"]
+        Worker(Runtime(config, store)).drain(timeout=10)
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    received = next(line for line in lines if line.get("lead_id") == "lead_keys")
+    assert received | {"event_id": event_id, "source": "leaditio", "event_type": "lead.new",
+                       "outcome": "accepted"} == received
+    delivered = next(line for line in lines if line.get("lead_key") == "leaditio:lead_keys")
+    assert delivered | {"event_id": event_id, "destination": "leads_file", "outcome": "delivered"} == delivered
+    assert isinstance(delivered["delivery_id"], int)

@@ -45,7 +45,7 @@ def receive(source: str) -> Any:
         body = request.get_data(cache=False)
     except (OSError, ParseException) as exc:  # e.g. gunicorn's InvalidChunkSize for broken chunked framing
         metrics.REJECTED.labels(source, "invalid_request").inc()
-        log.warning("webhook to %s refused: the body could not be read: %s", source, exc)
+        log.warning("webhook to %s refused: the body could not be read: %s", source, exc, extra={"source": source, "outcome": "refused"})
         return problem(400, "invalid_request", "the body could not be read (broken chunked encoding?)")
     if len(body) > limit:
         return _too_large(source, limit)
@@ -53,29 +53,32 @@ def receive(source: str) -> Any:
     if secret_index is None:
         reason = "missing" if not request.headers.get(marketplace.signature_header) else "invalid"
         metrics.REJECTED.labels(source, "unauthorized").inc()
-        log.warning("webhook to %s refused: %s %s", source, reason, marketplace.signature_header)
+        log.warning("webhook to %s refused: %s %s", source, reason, marketplace.signature_header, extra={"source": source, "outcome": "refused"})
         return problem(401, "unauthorized", f"{reason} {marketplace.signature_header}")
     try:
         event = marketplace.parse(body)
     except InvalidPayload as exc:
         metrics.REJECTED.labels(source, "invalid_request").inc()
-        log.warning("webhook to %s refused: %s", source, exc)
+        log.warning("webhook to %s refused: %s", source, exc, extra={"source": source, "outcome": "refused"})
         return problem(400, "invalid_request", str(exc))
     try:
         recorded = intake.accept(runtime.config, runtime.store, event, body, secret_index)
     except StoreUnavailable as exc:
         metrics.REJECTED.labels(source, "unavailable").inc()
-        log.error("webhook to %s not stored (the sender will retry): %s", source, exc)
+        log.error("webhook to %s not stored (the sender will retry): %s", source, exc, extra={"source": source, "outcome": "unavailable"})
         return problem(503, "unavailable", "the connector cannot store events right now; retry later")
     if recorded.duplicate:
         metrics.DUPLICATES.labels(source).inc()
         log.info("webhook %s %s for %s: duplicate of event %s", source, event.event_type, event.lead_id,
-                 recorded.event_id)
+                 recorded.event_id, extra={"source": source, "event_type": event.event_type, "lead_id": event.lead_id,
+                                           "event_id": recorded.event_id, "outcome": "duplicate"})
         return jsonify(status="duplicate", event_id=recorded.event_id)
     metrics.RECEIVED.labels(source).inc()
     status = "accepted" if event.deliverable else "ignored"
     log.info("webhook %s %s for %s: %s as event %s, %d deliveries (secret #%d)", source, event.event_type,
-             event.lead_id, status, recorded.event_id, recorded.deliveries, secret_index + 1)
+             event.lead_id, status, recorded.event_id, recorded.deliveries, secret_index + 1,
+             extra={"source": source, "event_type": event.event_type, "lead_id": event.lead_id,
+                    "event_id": recorded.event_id, "outcome": status})
     return jsonify(status=status, event_id=recorded.event_id, deliveries=recorded.deliveries)
 
 

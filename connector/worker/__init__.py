@@ -84,7 +84,9 @@ class Worker:
         for item in batch.superseded:
             DELIVERY_OUTCOMES.labels(name, STALE).inc()
             log.info("delivery %s of %s to %s: stale: event %s of this lead is newer (%s)", item.delivery_id,
-                     item.lead_key, name, item.newer_event_id, item.reason)
+                     item.lead_key, name, item.newer_event_id, item.reason,
+                     extra={"delivery_id": item.delivery_id, "lead_key": item.lead_key, "destination": name,
+                            "outcome": STALE})
         if not batch.claimed and not batch.superseded:
             return None
         return Work(name, mapping, batch.claimed, len(batch.superseded), resumed=pause is not None)
@@ -210,7 +212,10 @@ class Worker:
         DELIVERY_OUTCOMES.labels(item.destination, "retry" if state == PENDING else state).inc()
         log.log(logging.INFO if state in (DELIVERED, SKIPPED, STALE) else logging.WARNING,
                 "delivery %s of %s (%s) to %s: %s%s", item.delivery_id, item.lead_key, item.event_type,
-                item.destination, state if state != PENDING else "will retry", f": {error}" if error else "")
+                item.destination, state if state != PENDING else "will retry", f": {error}" if error else "",
+                extra={"delivery_id": item.delivery_id, "event_id": item.event_id, "lead_key": item.lead_key,
+                       "event_type": item.event_type, "destination": item.destination,
+                       "outcome": "retry" if state == PENDING else state})
         if error is None:
             return Verdict(item, state, **extra)
         # stored, and shown by `status` and `deadletters`: no secret, email or phone
@@ -226,7 +231,8 @@ class Worker:
 
     def _pause(self, name: str, seconds: float, kind: str, reason: str) -> None:
         reason = self.redactor(reason)  # stored and shown by `status`: a CRM's 401 may quote the token
-        log.error("destination %s paused for %.0fs (%s): %s", name, seconds, kind, reason)
+        log.error("destination %s paused for %.0fs (%s): %s", name, seconds, kind, reason,
+                  extra={"destination": name, "outcome": "paused"})
         self.store.pause(name, time.time() + seconds, kind, reason)
 
     def _destination(self, name: str) -> Destination:
