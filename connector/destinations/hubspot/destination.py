@@ -267,6 +267,7 @@ class HubSpotDestination(Destination):
         wanted = [item for item in items if self._looked_up(item)]
         if not wanted:
             return None
+        # hubspot-api-client is loaded on first use (see _build_sdk).
         from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
         apis = self._sdk()
@@ -321,6 +322,7 @@ class HubSpotDestination(Destination):
         return outcomes
 
     def _upsert(self, group: list[_Item]) -> tuple[Any, int]:
+        # hubspot-api-client is loaded on first use (see _build_sdk).
         from hubspot.crm.objects import (
             BatchInputSimplePublicObjectBatchInputUpsert,
             SimplePublicObjectBatchInputUpsert,
