@@ -23,8 +23,8 @@ import yaml
 
 from connector.config import Config, load_config
 from connector.store import Store
-from tests.fakes.http_crm import FakeCrm
-from tests.fakes.server import serve
+from fakes.http_crm import FakeCrm
+from fakes.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -24,8 +24,8 @@ from connector.store.schema import DEAD, PENDING, deliveries, destination_pauses
 from connector.timeutil import parse_iso
 from connector.web import create_app
 from connector.worker import Work, Worker
+from fakes.server import serve
 from tests.conftest import leaditio_payload, post_webhook
-from tests.fakes.server import serve
 from tests.test_worker import http_setup
 
 WORKERS = 3

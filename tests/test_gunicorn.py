@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.receiver import worker_sockets
 from connector.store import Store
+from fakes.gunicorn_procs import worker_sockets
 from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, sign, wait_for, write_config
 
 WORKERS = 2

@@ -24,8 +24,8 @@ from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, STALE, deliveries, events
 from connector.web import create_app
 from connector.worker import OUTAGE, Worker
+from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, make_config, post_webhook, read_jsonl, write_config
-from tests.fakes.server import serve
 from tests.test_worker import http_setup
 
 LEAD = "leaditio:lead_abc123"

@@ -21,7 +21,7 @@ from connector.destinations import OutboundRecord
 from connector.destinations._salesforce_auth import http_session
 from connector.destinations.salesforce import SalesforceDestination, Settings
 from connector.errors import ConfigError, ConfigProblem, Retryable
-from tests.fakes.salesforce import FakeSalesforce, ToFake
+from fakes.salesforce import FakeSalesforce, ToFake
 
 EXT = "Leaditio_Lead_ID__c"
 

@@ -12,8 +12,8 @@ from connector.config import Config, load_config
 from connector.intake import accept
 from connector.store import Store
 from connector.worker import Worker
+from fakes.salesforce import FakeSalesforce
 from tests.conftest import ENV, leaditio_payload, write_config
-from tests.fakes.salesforce import FakeSalesforce
 
 
 @pytest.fixture
