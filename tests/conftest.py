@@ -27,6 +27,9 @@ from fakes.http_crm import FakeCrm
 from fakes.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest-xdist's workers inherit COLUMNS=80, and rich fixes a console's width from COLUMNS when the console
+# is built (at import), which would cut the CLI's tables whatever width a test's CliRunner asks for.
+os.environ.pop("COLUMNS", None)
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "whsec_test_primary"
 OLD_SECRET = "whsec_test_previous"
