@@ -133,5 +133,5 @@ def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database
                 assert left == []
 
         run_state_machine_as_test(Delivery, settings=settings(
-            max_examples=30, stateful_step_count=30, deadline=None,
+            max_examples=20, stateful_step_count=25, deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
