@@ -44,7 +44,7 @@ def rss_mb() -> float:
 
 def start_fake(leads: int, limit: int, window: float) -> tuple[subprocess.Popen[str], str]:
     """The fake API in its own process, so it does not share this interpreter (or its memory)."""
-    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.leaditio_api", "--leads", str(leads),
+    process = subprocess.Popen([sys.executable, "-m", "fakes.leaditio_api", "--leads", str(leads),
                                 "--limit", str(limit), "--window", str(window), "--key", KEY],
                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

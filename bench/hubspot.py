@@ -61,11 +61,11 @@ def webhook_body(index: int) -> bytes:
 
 
 class FakeProcess:
-    """tests/fakes/hubspot.py in a child process, with HubSpot's default limit of 100 per 10 s."""
+    """fakes/hubspot.py in a child process, with HubSpot's default limit of 100 per 10 s."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.hubspot", "--token", TOKEN, "--max-per-interval", "100",
+            [sys.executable, "-m", "fakes.hubspot", "--token", TOKEN, "--max-per-interval", "100",
              "--interval-ms", "10000", "--quiet"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None

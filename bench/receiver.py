@@ -38,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fakes.gunicorn_procs import worker_cpu, worker_sockets  # noqa: E402
+
 SECRET = "bench-secret-0123456789"  # the connector refuses secrets under 16 characters
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
@@ -144,45 +148,6 @@ def load(port: int, requests: list[bytes], concurrency: int, server_pid: int | N
     times.sort()
     return {"rate": len(times) / elapsed, "p50": statistics.median(times) * 1000,
             "p99": times[int(len(times) * 0.99) - 1] * 1000, "failed": failures, "spread": spread}
-
-
-def worker_stats(server_pid: int) -> dict[int, list[str]]:
-    """/proc/PID/stat fields (after the name) of each gunicorn worker process of `server_pid`; empty off Linux."""
-    workers = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if int(fields[1]) == server_pid:  # ppid
-            workers[int(stat.parent.name)] = fields
-    return workers
-
-
-def worker_cpu(server_pid: int) -> float | None:
-    """CPU seconds used so far by the gunicorn worker processes of `server_pid` (None off Linux)."""
-    if not Path("/proc").is_dir():
-        return None
-    ticks = sum(int(fields[11]) + int(fields[12]) for fields in worker_stats(server_pid).values())  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def worker_sockets(server_pid: int, port: int, state: str = "01") -> dict[int, set[str]]:
-    """The TCP sockets on `port` in `state` (01 established, 0A listening) that each gunicorn worker holds."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    inodes = {fields[9] for fields in map(str.split, lines)
-              if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state}
-    held: dict[int, set[str]] = {}
-    for pid in worker_stats(server_pid):
-        held[pid] = set()
-        for fd in Path(f"/proc/{pid}/fd").glob("*"):
-            try:
-                inode = os.readlink(fd)[8:-1]  # "socket:[INODE]"
-            except OSError:
-                continue  # closed while we looked
-            if inode in inodes:
-                held[pid].add(inode)
-    return held
 
 
 def connection_spread(server_pid: int, port: int, expected: int) -> list[int]:

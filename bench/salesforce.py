@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import trustme
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,7 @@ from connector.intake import accept_many  # noqa: E402
 from connector.runtime import Runtime  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.worker import Worker  # noqa: E402
-from tests.fakes.salesforce import FakeSalesforce, running  # noqa: E402
+from fakes.salesforce import FakeSalesforce, running  # noqa: E402
 
 SECRET = "bench-secret"
 
@@ -96,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    with tempfile.TemporaryDirectory() as tmp, running(trustme.CA()) as fake:
+    with tempfile.TemporaryDirectory() as tmp, running() as fake:
         folder = Path(tmp)
         ca_path = folder / "ca.pem"
         fake.ca.cert_pem.write_to_path(str(ca_path))

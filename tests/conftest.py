@@ -24,10 +24,13 @@ import yaml
 from connector.config import Config, load_config
 from connector.runtime import Runtime
 from connector.store import Store
-from tests.fakes.http_crm import FakeCrm
-from tests.fakes.server import serve
+from fakes.http_crm import FakeCrm
+from fakes.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest-xdist's workers inherit COLUMNS=80, and rich fixes a console's width from COLUMNS when the console
+# is built (at import), which would cut the CLI's tables whatever width a test's CliRunner asks for.
+os.environ.pop("COLUMNS", None)
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "whsec_test_primary"
 OLD_SECRET = "whsec_test_previous"

@@ -13,7 +13,7 @@ import pytest
 from connector.apiclient import ApiClient, RateBudget, RetryPolicy, shared_budget
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
 from connector.sources.leaditio import ApiSettings, LeaditioApi
-from tests.fakes.leaditio_api import FakeLeaditioApi, make_lead
+from fakes.leaditio_api import FakeLeaditioApi, make_lead
 
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.01)
 

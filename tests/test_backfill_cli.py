@@ -21,8 +21,8 @@ from connector.backfill import Job
 from connector.cli import main
 from connector.store import Store
 from connector.store.schema import events
+from fakes.leaditio_api import FakeLeaditioApi, make_lead, source_config
 from tests.conftest import ENV, ROOT, wait_for, write_config
-from tests.fakes.leaditio_api import FakeLeaditioApi, make_lead, source_config
 
 
 @pytest.fixture

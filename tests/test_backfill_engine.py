@@ -19,8 +19,8 @@ from connector.sources.leaditio import LISTED_FIELDS, ApiSettings, LeaditioApi
 from connector.store import Store
 from connector.store.schema import deliveries, events
 from connector.worker import Worker
+from fakes.leaditio_api import FakeLeaditioApi, make_lead, source_config
 from tests.conftest import ENV, read_jsonl, write_config
-from tests.fakes.leaditio_api import FakeLeaditioApi, make_lead, source_config
 
 
 @pytest.fixture

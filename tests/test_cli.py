@@ -80,7 +80,7 @@ def test_config_problem_is_a_message_not_a_traceback(tmp_path):
 def test_send_test_status_deadletters_and_replay(cli, tmp_path, database_url):
     from connector.config import load_config
     from connector.web import create_app
-    from tests.fakes.server import serve
+    from fakes.server import serve
 
     config = load_config(cli.path, env=ENV)
     store = Store(config.database.url)

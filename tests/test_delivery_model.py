@@ -25,8 +25,8 @@ from connector.store.schema import DEAD, PENDING, deliveries, destination_pauses
 from connector.timeutil import parse_iso
 from connector.web import create_app
 from connector.worker import Work, Worker
+from fakes.server import serve
 from tests.conftest import leaditio_payload, post_webhook
-from tests.fakes.server import serve
 from tests.test_worker import http_setup
 
 WORKERS = 3
@@ -134,5 +134,5 @@ def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database
                 assert left == []
 
         run_state_machine_as_test(Delivery, settings=settings(
-            max_examples=30, stateful_step_count=30, deadline=None,
+            max_examples=20, stateful_step_count=25, deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

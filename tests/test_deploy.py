@@ -101,7 +101,7 @@ def test_dockerfile_install_and_start_work_in_a_fresh_venv(tmp_path):
         def healthy() -> bool:
             try:
                 return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a loaded machine
                 return False
 
         wait_for(healthy, timeout=60)

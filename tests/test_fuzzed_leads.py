@@ -54,7 +54,7 @@ def test_any_lead_maps_or_is_a_dead_letter_and_valid_leads_still_go(tmp_path: Pa
                    if _maps(config.resolve(destinations[name]["mapping"]), valid)}
 
     @given(batch=st.lists(leads, min_size=1, max_size=4))
-    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                      HealthCheck.function_scoped_fixture])
     def run(batch: list[dict]) -> None:
         run_id = uuid.uuid4().hex[:8]

@@ -37,11 +37,11 @@ from connector.runtime import Runtime
 from connector.sources import marketplace_class
 from connector.store import Store
 from connector.worker import Worker
+from fakes.http_crm import FakeCrm
+from fakes.hubspot import FakeHubSpot, hubspot_server
+from fakes.salesforce import FakeSalesforce, running, trust
+from fakes.server import serve
 from tests.conftest import ENV, ROOT, write_config
-from tests.fakes.http_crm import FakeCrm
-from tests.fakes.hubspot import FakeHubSpot, hubspot_server
-from tests.fakes.salesforce import FakeSalesforce, running, trust
-from tests.fakes.server import serve
 
 FIXTURES = ROOT / "tests" / "fixtures"
 MARKETPLACES = ("leaditio", "leados", "leadnod")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.receiver import worker_sockets
 from connector.store import Store
+from fakes.gunicorn_procs import worker_sockets
 from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, sign, wait_for, write_config
 
 WORKERS = 2
@@ -58,6 +58,7 @@ def web_process(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_web_process_stores_a_signed_webhook_and_logs_it_without_contact_details(tmp_path, database_url):
     with web_process(tmp_path, database_url) as (_, port):
         answer = post_webhook(f"http://127.0.0.1:{port}", leaditio_payload("lead_gunicorn"))
@@ -172,6 +173,7 @@ def _raw(port: int, request: bytes) -> bytes:
     return answer
 
 
+@pytest.mark.slow
 def test_requests_gunicorn_cannot_parse_get_json_client_errors_without_a_traceback(tmp_path):
     head = b"POST /webhooks/leaditio HTTP/1.1\r\nHost: test\r\nX-Leaditio-Signature: x\r\n"
     with web_process(tmp_path, f"sqlite:///{tmp_path / 'connector.db'}") as (_, port):

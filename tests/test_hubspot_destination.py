@@ -22,7 +22,7 @@ from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
 from connector.lead import mapping_input
 from connector.mapping import Mapping, load_mapping
 from connector.records import OutboundRecord
-from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+from fakes.hubspot import FakeHubSpot, hubspot_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = ROOT / "mappings" / "hubspot.yaml"

@@ -35,7 +35,7 @@ from hubspot.crm.properties import (
 from hubspot.crm.properties.exceptions import NotFoundException
 from urllib3.util.retry import Retry
 
-from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+from fakes.hubspot import FakeHubSpot, hubspot_server
 
 TIMEOUT = (5, 10)
 

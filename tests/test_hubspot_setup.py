@@ -15,8 +15,8 @@ from connector.cli import main
 from connector.destinations.hubspot import HubSpotDestination, Settings
 from connector.errors import ConfigProblem
 from connector.mapping import Mapping, load_mapping
+from fakes.hubspot import FakeHubSpot, _property, hubspot_server
 from tests.conftest import ENV, write_config
-from tests.fakes.hubspot import FakeHubSpot, _property, hubspot_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

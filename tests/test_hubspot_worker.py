@@ -16,9 +16,9 @@ from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.hubspot import FakeHubSpot, hubspot_server
+from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
-from tests.fakes.hubspot import FakeHubSpot, hubspot_server
-from tests.fakes.server import serve
 
 
 @pytest.fixture

@@ -8,14 +8,17 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DELIVERED
 from connector.worker import Worker
+from fakes.server import serve
 from tests.conftest import ENV, ROOT, leaditio_payload, post_webhook, wait_for, write_config
-from tests.fakes.server import serve
 
 
+@pytest.mark.slow
 def test_sigkill_mid_delivery_leaves_the_lead_exactly_once(tmp_path, database_url, fake_crm):
     from connector.config import load_config
     from connector.web import create_app

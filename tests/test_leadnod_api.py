@@ -12,7 +12,7 @@ import pytest
 from connector.config import SourceConfig
 from connector.errors import ConfigProblem, Permanent
 from connector.sources.leadnod import LeadNod, LeadNodApi
-from tests.fakes.leadnod_api import FakeLeadNod
+from fakes.leadnod_api import FakeLeadNod
 
 
 def api_for(fake: FakeLeadNod, source: str = "leadnod", **api: Any) -> LeadNodApi:

@@ -12,7 +12,7 @@ import pytest
 from connector.config import SourceConfig
 from connector.errors import ConfigProblem, Permanent
 from connector.sources.leados import LeadOS, LeadOSApi
-from tests.fakes.leados_api import FakeLeadOS, make_lead
+from fakes.leados_api import FakeLeadOS, make_lead
 
 
 def api_for(fake: FakeLeadOS, **api: Any) -> LeadOSApi:

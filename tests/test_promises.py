@@ -25,8 +25,8 @@ from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, STALE, deliveries, events
 from connector.web import create_app
 from connector.worker import OUTAGE, Worker
+from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, make_config, post_webhook, read_jsonl, write_config
-from tests.fakes.server import serve
 from tests.test_worker import http_setup
 
 LEAD = "leaditio:lead_abc123"
@@ -221,7 +221,9 @@ def test_an_outage_shows_in_status_and_the_crm_is_probed_one_lead_at_a_time(tmp_
 
 
 def test_metrics_show_a_failing_destination(tmp_path, database_url, fake_crm):
-    config, store = http_setup(tmp_path, database_url, fake_crm.url, worker={"breaker_threshold": 1})
+    # a pause long enough to still be on when /metrics is read on a loaded machine (the default 0.05 s is not)
+    config, store = http_setup(tmp_path, database_url, fake_crm.url,
+                               worker={"breaker_threshold": 1, "backoff_base": 30, "backoff_max": 60})
     with serve(create_app(Runtime(config, store))) as url:
         post_webhook(url, leaditio_payload())
         fake_crm.fail_next(502)

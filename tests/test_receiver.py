@@ -66,8 +66,8 @@ def test_tampered_body_is_refused(receiver, store):
 def test_oversized_body_is_413(tmp_path, database_url):
     from connector.store import Store
     from connector.web import create_app
+    from fakes.server import serve
     from tests.conftest import make_config
-    from tests.fakes.server import serve
 
     config = make_config(tmp_path, database_url, server={"max_body_bytes": 2048})
     store = Store(config.database.url)
@@ -138,8 +138,8 @@ def test_metrics_token(tmp_path, database_url, monkeypatch):
     from connector.config import load_config
     from connector.store import Store
     from connector.web import create_app
+    from fakes.server import serve
     from tests.conftest import ENV, write_config
-    from tests.fakes.server import serve
 
     path = write_config(tmp_path, database_url, server={"metrics_token": "${METRICS_TOKEN}"})
     config = load_config(path, env={**ENV, "METRICS_TOKEN": "tok"})
@@ -155,8 +155,8 @@ def test_metrics_token(tmp_path, database_url, monkeypatch):
 def test_readyz_fails_when_the_store_is_gone(tmp_path):
     from connector.store import Store
     from connector.web import create_app
+    from fakes.server import serve
     from tests.conftest import make_config
-    from tests.fakes.server import serve
 
     config = make_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/none")
     with serve(create_app(Runtime(config, Store(config.database.url)))) as url:

@@ -15,8 +15,8 @@ from connector.runtime import Runtime
 from connector.store import Store
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
-from tests.fakes.server import serve
 
 TOKEN = "crm-token-5f1c9a7e0b2d4c68"
 EMAIL = "nomsa.dlamini@example.co.za"

@@ -26,12 +26,12 @@ from connector.runtime import Runtime
 from connector.store import Store
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.http_crm import FakeCrm
+from fakes.leadnod_api import FakeLeadNod
+from fakes.leados_api import FakeLeadOS, make_lead
+from fakes.salesforce import FakeSalesforce, _field, running, trust
+from fakes.server import serve
 from tests.conftest import write_config
-from tests.fakes.http_crm import FakeCrm
-from tests.fakes.leadnod_api import FakeLeadNod
-from tests.fakes.leados_api import FakeLeadOS, make_lead
-from tests.fakes.salesforce import FakeSalesforce, _field, running, trust
-from tests.fakes.server import serve
 
 NEW, OLD = "whsec_current_0001", "whsec_previous_0001"
 LEADNOD_ROUTED = ["engagement.created", "engagement.started", "engagement.completed", "engagement.terminated",
@@ -305,7 +305,7 @@ def test_leadnod_stats_command_and_no_backfill(world: World) -> None:
 
 # --- LeadOS into HubSpot: properties created, mapping checked, contacts upserted by email -------------
 def test_leados_leads_become_hubspot_contacts_by_email(tmp_path: Path) -> None:
-    from tests.fakes.hubspot import FakeHubSpot, hubspot_server
+    from fakes.hubspot import FakeHubSpot, hubspot_server
 
     token = f"pat-na1-{tmp_path.name}"
     with hubspot_server(FakeHubSpot(tokens=(token,))) as (hubspot, url, _ca):

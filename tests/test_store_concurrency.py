@@ -56,6 +56,7 @@ def _record_range(url: str, start: int, count: int) -> None:
     store.dispose()
 
 
+@pytest.mark.slow
 def test_several_processes_share_one_sqlite_file(tmp_path):
     url = f"sqlite:///{tmp_path / 'connector.db'}"
     Store(url).upgrade()

@@ -10,8 +10,8 @@ from connector.store import Store
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.server import serve
 from tests.conftest import leaditio_payload, make_config, post_webhook, read_jsonl
-from tests.fakes.server import serve
 
 
 def http_setup(tmp_path: Path, database_url: str, crm_url: str, **kw):  # noqa: ANN201

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connector.destinations.salesforce import SalesforceDestination, Settings
-from tests.fakes.salesforce import FakeSalesforce, running, trust
+from fakes.salesforce import FakeSalesforce, running, trust
 
 
 @pytest.fixture

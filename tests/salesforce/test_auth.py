@@ -22,7 +22,7 @@ from connector.destinations.salesforce.auth import http_session
 from connector.errors import ConfigError, ConfigProblem, Retryable
 from connector.records import OutboundRecord
 from connector.runtime import Runtime
-from tests.fakes.salesforce import FakeSalesforce, ToFake
+from fakes.salesforce import FakeSalesforce, ToFake
 
 EXT = "Leaditio_Lead_ID__c"
 

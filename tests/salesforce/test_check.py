@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.errors import ConfigProblem
 from connector.mapping import load_mapping
-from tests.conftest import ROOT
-from tests.fakes.salesforce import (
+from fakes.salesforce import (
     FakeSalesforce,
     leaditio_custom_fields,
     standard_lead_fields,
 )
+from tests.conftest import ROOT
 from tests.salesforce.conftest import session_destination
 
 

@@ -13,8 +13,8 @@ import pytest
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable, Skip
 from connector.mapping import load_mapping
 from connector.records import OutboundRecord, UpdatePolicy
+from fakes.salesforce import FakeSalesforce
 from tests.conftest import ROOT
-from tests.fakes.salesforce import FakeSalesforce
 from tests.salesforce.conftest import session_destination
 
 MAPPING = load_mapping(ROOT / "mappings" / "salesforce.yaml")

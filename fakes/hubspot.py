@@ -39,7 +39,7 @@ Wording of messages HubSpot does not document (batch size, duplicate ids, unique
 number format) is our best reading of public reports; the shapes and status codes are the API's.
 
 Run standalone (the benchmark does, so the server does not share the client's interpreter):
-    python -m tests.fakes.hubspot --port 0 --max-per-interval 100 --interval-ms 10000
+    python -m fakes.hubspot --port 0 --max-per-interval 100 --interval-ms 10000
 It prints its URL on the first line; `GET /__fake/stats` returns its counters as JSON.
 """
 
@@ -52,19 +52,21 @@ import logging
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 
-from tests.fakes.server import serve
+from fakes.server import Server, serve
+from fakes.tls import FakeCA
 
 PORTAL_ID = 4242
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
@@ -670,18 +672,10 @@ def hubspot_server(fake: FakeHubSpot | None = None, *, tls: bool = False,
         with serve(fake.app) as url:
             yield fake, url, None
         return
-    import ssl
-    import tempfile
-
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca = FakeCA()
     with tempfile.TemporaryDirectory(dir=ca_dir) as folder:
-        ca_file = str(Path(folder) / "hubspot-ca.pem")
-        ca.cert_pem.write_to_path(ca_file)
-        with serve(fake.app, ssl_context=context) as url:
+        ca_file = ca.write_bundle(folder, "hubspot-ca.pem")
+        with serve(fake.app, tls=ca) as url:
             yield fake, url, ca_file
 
 
@@ -696,14 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from werkzeug.serving import make_server
-
     fake = FakeHubSpot(tokens=(args.token,), max_per_interval=args.max_per_interval,
                        interval_ms=args.interval_ms, daily_limit=args.daily_limit)
-    server = make_server("127.0.0.1", args.port, fake.app, threaded=True)
-    print(f"http://127.0.0.1:{server.server_port}", flush=True)
-    with suppress(KeyboardInterrupt):
-        server.serve_forever()
+    server = Server(fake.app, port=args.port)
+    print(server.url, flush=True)
+    server.run()
     sys.exit(0)
 
 

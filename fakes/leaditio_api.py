@@ -15,7 +15,7 @@ Real HTTP (werkzeug) on 127.0.0.1 with an ephemeral port, in a thread:
 - Counters: requests per kind, 429s, detail calls.
 
 Run standalone (for the benchmark, so the server does not share the client's interpreter):
-    python -m tests.fakes.leaditio_api --leads 10000 --limit 600 --window 60
+    python -m fakes.leaditio_api --leads 10000 --limit 600 --window 60
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from email.utils import formatdate
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
 
-from tests.fakes.rate_window import ENVIRON_KEY, carry_rate_headers
+from fakes.rate_window import ENVIRON_KEY, carry_rate_headers
+from fakes.server import Server
 
 VERTICALS = ("solar", "insurance", "financial", "property")
 TIERS = ("hot", "warm", "qualified")
@@ -75,11 +75,6 @@ def make_lead(n: int, *, start: datetime | None = None) -> dict[str, Any]:
     }
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # thousands of requests: no access log
-        pass
-
-
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps({"code": code, "message": message}), status=status,
                     mimetype="application/json", headers=headers or {})
@@ -109,8 +104,7 @@ class FakeLeaditioApi:
         self.ignore_page = False  # a misbehaving API: every page is the first one
         self.on_list: Callable[[FakeLeaditioApi, list[dict[str, Any]]], None] | None = None
         self.app = self._build_app()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
 
     # --- scripting ------------------------------------------------------------------------
     def fail_next(self, count: int = 1, status: int = 500) -> None:
@@ -134,20 +128,18 @@ class FakeLeaditioApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/api/v1"
+        assert self._server is not None, "start() the fake first"
+        return f"{self._server.url}/api/v1"
 
     # --- server lifecycle -----------------------------------------------------------------
     def start(self) -> FakeLeaditioApi:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        self._server = Server(self.app, quiet=True).start()  # thousands of requests: no access log
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> FakeLeaditioApi:
         return self.start()

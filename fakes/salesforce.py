@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import ssl
 import threading
 import time
 import urllib.parse
@@ -31,10 +30,10 @@ from xml.dom import minidom
 
 import jwt
 import requests
-import trustme
 from flask import Flask, Response, request
 
-from tests.fakes.server import serve
+from fakes.server import serve
+from fakes.tls import FakeCA
 
 API = r"/services/data/v<version>"
 ORG_ID = "00D5g000000FAKEEAA"
@@ -173,7 +172,7 @@ class RecordError(Exception):
 class FakeSalesforce:
     """One org: users, a connected app, objects with records, and knobs for every failure."""
 
-    def __init__(self, ca: trustme.CA) -> None:
+    def __init__(self, ca: FakeCA) -> None:
         self.ca = ca
         self.url = ""  # https://127.0.0.1:<port>, set by `running()`
         self.lock = threading.RLock()
@@ -718,20 +717,14 @@ class ToFake(requests.adapters.HTTPAdapter):
 
 def trust(monkeypatch: Any, fake: FakeSalesforce, folder: Any) -> str:
     """Make requests trust the fake's CA the way that survives CI images: through the environment."""
-    path = str(folder / "fake-salesforce-ca.pem")
-    fake.ca.cert_pem.write_to_path(path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", path)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    return path
+    return fake.ca.trust(monkeypatch, folder, "fake-salesforce-ca.pem")
 
 
 @contextmanager
-def running(ca: trustme.CA | None = None) -> Iterator[FakeSalesforce]:
+def running(ca: FakeCA | None = None) -> Iterator[FakeSalesforce]:
     """A fake org on an ephemeral HTTPS port, trusted by `ca`."""
-    ca = ca or trustme.CA()
+    ca = ca or FakeCA()
     fake = FakeSalesforce(ca)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    with serve(fake.app, ssl_context=context) as url:
+    with serve(fake.app, tls=ca) as url:
         fake.url = url
         yield fake

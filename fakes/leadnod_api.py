@@ -29,8 +29,8 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
-from tests.fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
-from tests.fakes.server import ServedFake
+from fakes.rate_window import ENVIRON_KEY, FixedWindow, carry_rate_headers
+from fakes.server import ServedFake
 
 EVENTS = (
     "user.created", "user.updated", "user.verified", "opportunity.created", "opportunity.updated",
