@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from connector import yamlfile
-from connector.errors import Permanent
+from connector.errors import ConfigProblem, Permanent
 from connector.lead import get_path
 from connector.mapping.spec import PLACEHOLDER, FieldSpec, MappingFile, fields_only_from
 from connector.mapping.transforms import TRANSFORMS, Unusable
@@ -121,4 +121,13 @@ def load_mapping(path: str | Path) -> Mapping:
     return Mapping(Path(path), spec, doc)
 
 
-__all__ = ["Mapping", "MappedRecord", "load_mapping"]
+def shipped_mapping(filename: str) -> Mapping:
+    """`crm setup` without a mapping: mappings/<filename> in the working folder, else the one shipped with the code."""
+    relative = Path("mappings") / filename
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / relative).exists():
+            return load_mapping(base / relative)
+    raise ConfigProblem(f"no mapping given and no {relative} found", code="no_mapping")
+
+
+__all__ = ["Mapping", "MappedRecord", "load_mapping", "shipped_mapping"]

@@ -27,7 +27,7 @@ from connector.destinations.hubspot import schema, setup
 from connector.destinations.hubspot.quota import shared_quota
 from connector.destinations.hubspot.settings import Settings
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
-from connector.mapping import Mapping
+from connector.mapping import Mapping, shipped_mapping
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ class HubSpotDestination(Destination):
     def setup(self, mapping: Mapping | None = None) -> list[str]:
         """Create the property group and the custom properties the mapping needs; safe to repeat."""
         try:
-            return setup.create_properties(self._call, self._sdk(), self.settings, mapping or setup.default_mapping())
+            return setup.create_properties(self._call, self._sdk(), self.settings, mapping or shipped_mapping("hubspot.yaml"))
         except _Refused as refused:
             raise refused.error.classified() from None
 

@@ -7,15 +7,13 @@ clients, so setup spends the same budget as deliveries.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from connector.destinations.hubspot import schema
 from connector.destinations.hubspot.settings import Settings
 from connector.errors import ConfigProblem
-from connector.mapping import Mapping, load_mapping
+from connector.mapping import Mapping
 
-DEFAULT_MAPPING = Path("mappings") / "hubspot.yaml"
 Call = Callable[..., tuple[Any, int]]
 
 
@@ -76,11 +74,3 @@ def create_properties(call: Call, apis: Any, s: Settings, mapping: Mapping) -> l
                     options=options, local_vars_configuration=config))
                 done.append(f"added options {', '.join(missing)} to '{name}'")
     return done
-
-
-def default_mapping() -> Mapping:
-    """`crm setup` without a mapping: the bundled one (mappings/hubspot.yaml beside the config or the code)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (base / DEFAULT_MAPPING).exists():
-            return load_mapping(base / DEFAULT_MAPPING)
-    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")

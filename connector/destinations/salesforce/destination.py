@@ -34,13 +34,12 @@ from connector.destinations.salesforce.settings import (
 )
 from connector.destinations.salesforce.setup import (
     custom_field_metadata,
-    default_mapping,
     describe_metadata,
     grant_access,
     setup_failure,
 )
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
-from connector.mapping import Mapping
+from connector.mapping import Mapping, shipped_mapping
 from connector.mapping.spec import FieldSpec
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
@@ -378,7 +377,7 @@ class SalesforceDestination(Destination):
         Needs a user allowed to customize the org (Customize Application, Assign Permission Sets);
         safe to repeat: what exists is left alone.
         """
-        mapping = mapping or default_mapping()
+        mapping = mapping or shipped_mapping("salesforce.yaml")
         try:
             return self._setup(mapping)
         except SalesforceError as exc:

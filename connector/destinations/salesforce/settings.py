@@ -13,7 +13,6 @@ from connector.durations import seconds
 
 REMOTE = "salesforce"
 COLLECTION_LIMIT = 200
-DEFAULT_MAPPING = "mappings/salesforce.yaml"
 SPLIT_CALLS = 16  # extra calls to find the bad records of a refused batch: ~2 bad ones in 200
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from simple_salesforce import format_soql
 
-from connector.destinations.salesforce.settings import DEFAULT_MAPPING
 from connector.errors import ConfigProblem
-from connector.mapping import Mapping, load_mapping
 from connector.mapping.spec import FieldSpec
 
 PERMISSION_SET = "Lead_Connector_Fields"
@@ -141,11 +138,3 @@ def grant_access(call: Callable[..., Any], restful: Callable[..., Any], query: C
     if refused:
         line += f"; could not grant: {', '.join(refused)}"
     return line
-
-
-def default_mapping() -> Mapping:
-    """`crm setup` without a mapping: mappings/salesforce.yaml beside the config or the code."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (base / DEFAULT_MAPPING).exists():
-            return load_mapping(base / DEFAULT_MAPPING)
-    raise ConfigProblem(f"no mapping given and no {DEFAULT_MAPPING} found", code="no_mapping")
