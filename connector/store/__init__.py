@@ -337,14 +337,22 @@ class Store:
         }
 
     def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
-                         limit: int = 50) -> list[dict[str, Any]]:
+                         limit: int | None = 50, error_codes: Sequence[str] = (), since: float | None = None,
+                         until: float | None = None) -> list[dict[str, Any]]:
+        """Deliveries, last changed first; `since`/`until` bound when they last changed (a dead letter: when it died)."""
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id)
                  .join(events, events.c.id == deliveries.c.event_id)
-                 .order_by(deliveries.c.updated_at.desc()).limit(limit))
+                 .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc()).limit(limit))
         if state:
             query = query.where(deliveries.c.state == state)
         if destination:
             query = query.where(deliveries.c.destination == destination)
+        if error_codes:
+            query = query.where(deliveries.c.last_error_code.in_(list(error_codes)))
+        if since is not None:
+            query = query.where(deliveries.c.updated_at >= since)
+        if until is not None:
+            query = query.where(deliveries.c.updated_at < until)
         with self._tx() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
