@@ -60,3 +60,15 @@ def test_dead_letters_filtered_dry_run_and_json(tmp_path, database_url, fake_crm
     assert "0 dead letters queued again" in cli("deadletters", "retry", str(chosen[0]["id"]))  # no longer dead
     assert "name delivery ids, or use --all" in cli("deadletters", "retry", "--error-code", code, code=2)
     runtime.store.dispose()
+
+
+def test_shell_completion_as_documented():
+    """docs/operations.md tells users to eval this: it must be a script that completes our commands."""
+    script = CliRunner(env={"_CONNECTOR_COMPLETE": "bash_source"}).invoke(main, [], prog_name="connector")
+    assert script.exit_code == 0 and "_connector_completion" in script.output
+    words = CliRunner(env={"_CONNECTOR_COMPLETE": "bash_complete", "COMP_WORDS": "connector dead",
+                           "COMP_CWORD": "1"}).invoke(main, [], prog_name="connector")
+    assert "deadletters" in words.output
+    options = CliRunner(env={"_CONNECTOR_COMPLETE": "bash_complete", "COMP_WORDS": "connector deadletters retry --",
+                             "COMP_CWORD": "3"}).invoke(main, [], prog_name="connector")
+    assert "--error-code" in options.output and "--dry-run" in options.output
