@@ -7,15 +7,19 @@ import time
 
 import sqlalchemy as sa
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.cli import main
 from connector.explain import build
+from connector.records import Decision, MappedRecord, OutboundRecord, UpdatePolicy, field_decisions
 from connector.runtime import Runtime, load_runtime
 from connector.store import Verdict
 from connector.store.schema import ATTEMPTS_KEPT, DELIVERED, PENDING, delivery_attempts
+from connector.timeutil import parse_iso
 from connector.web import create_app
 from connector.worker import Worker
-from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
+from tests.conftest import ENV, OLD_SECRET, leaditio_payload, post_webhook, write_config
 from tests.fakes.server import serve
 
 
@@ -117,3 +121,49 @@ def test_attempt_history_is_bounded_and_pruned_with_its_event(receiver, config, 
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(delivery_attempts)).scalar() == 0
     assert store.lead_history("lead_abc123").events == []
+
+
+def test_explain_names_the_secret_the_clamp_and_an_event_filter(tmp_path, database_url):
+    path = write_config(tmp_path, database_url,
+                        routes=[{"source": "leaditio", "destination": "leads_file", "events": ["lead.new"]}])
+    runtime = load_runtime(path, env=ENV)
+    runtime.store.upgrade()
+    with serve(create_app(runtime)) as url:
+        assert post_webhook(url, leaditio_payload(timestamp="2099-01-01T00:00:00Z"), secret=OLD_SECRET).ok
+        assert post_webhook(url, leaditio_payload(event="lead.updated", timestamp="2026-05-20T11:00:00Z")).ok
+    story = build(runtime, "lead_abc123", runtime.store.lead_history("lead_abc123", "leaditio"))
+    clamped, updated = story.events
+    assert clamped.verified_by.startswith("secret #2") and updated.verified_by.startswith("secret #1")
+    assert clamped.stated_occurred_at == parse_iso("2099-01-01T00:00:00Z")
+    assert clamped.occurred_at <= clamped.received_at + 3600
+    assert [(r.destination, r.took, r.why) for r in updated.routes] == [
+        ("leads_file", False, "event type is lead.updated, route wants ['lead.new']")]
+    assert updated.deliveries == []
+    (fieldset,) = story.fields  # not sent yet: the decisions are worked out now, as a new record
+    assert not fieldset.recorded and not fieldset.update
+    assert {f.decision for f in fieldset.fields if f.policy != "never"} <= {"written", "empty"}
+    result = CliRunner(env={**ENV, "COLUMNS": "250"}).invoke(main, ["--config", str(path), "explain", "lead_abc123"])
+    assert result.exit_code == 0, result.output
+    assert "lay too far ahead of its receipt" in result.output and "2099-01-01T00:00:00Z" in result.output
+    runtime.store.dispose()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.tuples(st.sampled_from(list(UpdatePolicy)),
+                                                                            st.booleans()), min_size=1),
+       st.booleans())
+def test_decisions_say_what_the_payload_writes(fields, known):
+    """`written` is exactly what OutboundRecord.payload sends without reading the CRM's record."""
+    mapped = MappedRecord({n: "v" for n, (_, present) in fields.items() if present},
+                          {n: policy for n, (policy, _) in fields.items()})
+    decisions = field_decisions(mapped, known)
+    sent = OutboundRecord(1, "k", "lead.new", mapped.values, mapped.policies, known=known).payload()
+    assert {n for n, d in decisions.items() if d["decision"] == Decision.written} == set(sent)
+    for name, (policy, present) in fields.items():
+        assert decisions[name]["policy"] == policy
+        if not present:
+            assert decisions[name]["decision"] == Decision.empty
+        elif known and policy is UpdatePolicy.on_create:
+            assert decisions[name]["decision"] == Decision.kept_on_create
+        elif known and policy is UpdatePolicy.if_empty:
+            assert decisions[name]["decision"] == Decision.if_empty
