@@ -31,7 +31,7 @@ from connector.errors import (
 from connector.lead import mapping_input
 from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
-from connector.records import OutboundRecord, Outcome, field_decisions
+from connector.records import MappedRecord, OutboundRecord, Outcome, field_decisions
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
@@ -100,8 +100,9 @@ class Worker:
         fields: dict[int, dict[str, dict[str, str]]] = {}
         for item in work.items:
             try:
-                record, fields[item.delivery_id] = self._record(item, work.mapping)
-                records.append(record)
+                mapped = self._map(item, work.mapping)
+                fields[item.delivery_id] = field_decisions(mapped, item.known)
+                records.append(self._address(item, mapped))
             except Permanent as exc:
                 verdicts.append(self._failed(item, exc))
             except Exception as exc:  # a transform bug, say: only this lead waits for a fix, as a dead letter
@@ -117,13 +118,18 @@ class Worker:
         self.store.settle(self.owner, verdicts)
         return len(work.items) + work.superseded
 
-    def _record(self, item: Claimed, mapping: Mapping) -> tuple[OutboundRecord, dict[str, dict[str, str]]]:
+    def _record(self, item: Claimed, mapping: Mapping) -> OutboundRecord:
+        return self._address(item, self._map(item, mapping))
+
+    def _map(self, item: Claimed, mapping: Mapping) -> MappedRecord:
         marketplace = self.config.sources[item.source].marketplace if item.source in self.config.sources else ""
-        mapped = mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,
-                                             marketplace=marketplace))
-        record = OutboundRecord(delivery_id=item.delivery_id, lead_key=item.lead_key, event_type=item.event_type,
-                                values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id)
-        return record, field_decisions(mapped, item.known)
+        return mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,
+                                           marketplace=marketplace))
+
+    @staticmethod
+    def _address(item: Claimed, mapped: MappedRecord) -> OutboundRecord:
+        return OutboundRecord(delivery_id=item.delivery_id, lead_key=item.lead_key, event_type=item.event_type,
+                              values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id)
 
     def _call(self, name: str, records: list[OutboundRecord]) -> list[Outcome]:
         """One Outcome per record. A batch that raises unexpectedly is split in halves, sent again, until
