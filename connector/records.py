@@ -70,3 +70,37 @@ class MappedRecord:
     values: dict[str, Any]
     policies: dict[str, UpdatePolicy]
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why a transform left it empty
+
+
+class Decision(StrEnum):
+    """What became of one mapped field in one delivery, after its update policy (`connector explain`)."""
+
+    written = "written"  # sent to the CRM
+    if_empty = "if_empty"  # sent on an update, and the CRM writes it only where its field is still empty
+    kept_on_create = "kept_on_create"  # on_create on an update: the CRM's value kept
+    never = "never"  # never written
+    empty = "empty"  # the lead had no usable value (see the mapping's note): nothing to write
+
+
+def field_decisions(mapped: MappedRecord, known: bool) -> dict[str, dict[str, str]]:
+    """Per mapped field: its policy, the decision, and the mapping's note; names only, never values.
+
+    `known`: the destination took this lead before, so this delivery is an update.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for name, policy in mapped.policies.items():
+        if name not in mapped.values:
+            decision = Decision.empty
+        elif policy is UpdatePolicy.never:
+            decision = Decision.never
+        elif not known or policy is UpdatePolicy.always:
+            decision = Decision.written
+        elif policy is UpdatePolicy.if_empty:
+            decision = Decision.if_empty
+        else:
+            decision = Decision.kept_on_create
+        entry = {"policy": str(policy), "decision": str(decision)}
+        if name in mapped.notes:
+            entry["note"] = mapped.notes[name]
+        out[name] = entry
+    return out

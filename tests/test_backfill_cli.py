@@ -78,6 +78,15 @@ def test_rerun_fetches_nothing_and_logs_progress_without_a_terminal(tmp_path, fa
     assert "already present" in again.output
 
 
+def test_summary_as_json(tmp_path, fake, key):
+    path = config_file(tmp_path, fake)
+    result = invoke(path, key, "backfill", "-s", "leaditio", "--limit", "10", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)  # the whole output is the document: no log lines in it
+    assert summary["ok"] and summary["counts"]["enqueued"] == 10 and summary["job"]["source"] == "leaditio"
+    assert not summary["done"] and len(lead_ids(tmp_path)) == 10
+
+
 def test_progress_bar_on_request(tmp_path, fake, key):
     path = config_file(tmp_path, fake)
     result = invoke(path, key, "backfill", "-s", "leaditio", "--progress")

@@ -6,6 +6,8 @@ On a terminal it draws a progress bar; without one (a Heroku one-off dyno, CI) i
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
 import time
@@ -20,7 +22,7 @@ from rich.table import Table
 from connector import yamlfile
 from connector.backfill import Backfill, Job, Result
 from connector.backfill import Progress as Step
-from connector.cli.app import Context, console, fail, main, pass_ctx
+from connector.cli.app import Context, console, err_console, fail, main, pass_ctx
 from connector.cli.marketplace import source_api
 from connector.cli.run import warn_if_ephemeral
 from connector.errors import ConfigProblem
@@ -104,10 +106,12 @@ class BarProgress:
               help="Progress bar (default: on a terminal) or periodic log lines.")
 @click.option("--log-every", type=float, default=30.0, show_default=True, metavar="SECONDS",
               help="Without a progress bar: seconds between progress lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON document (no progress bar or progress lines).")
 @pass_ctx
 def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: datetime | None, vertical: str | None,
              score_tier: str | None, suburb: str | None, destinations: tuple[str, ...], dry_run: bool,
-             limit: int | None, restart: bool, bar: bool | None, log_every: float) -> None:
+             limit: int | None, restart: bool, bar: bool | None, log_every: float, as_json: bool) -> None:
     """Queue a marketplace's historical leads for your destinations, inside the API's rate limit.
 
     Safe to run again (no duplicates; leads already stored cost no detail request) and to interrupt
@@ -119,8 +123,8 @@ def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: dat
         if name not in ctx.config.destinations:
             fail(f"no destination named '{name}'{yamlfile.did_you_mean(name, ctx.config.destinations)} "
                  f"(configured: {', '.join(ctx.config.destinations)})")
-    use_bar = console.is_terminal if bar is None else bar
-    if not use_bar:
+    use_bar = not as_json and (console.is_terminal if bar is None else bar)
+    if not use_bar and not as_json:  # log lines go to stdout: not into a JSON document
         setup_logging()
     warn_if_ephemeral(ctx)
     api = source_api(ctx, source)
@@ -132,7 +136,7 @@ def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: dat
               list(destinations) or None)
     saved = None if dry_run or restart else store.checkpoint(source, job.key)
     if saved and not saved["done"]:
-        console.print(f"resuming backfill {job.key} from its checkpoint of {age(time.time() - saved['updated_at'])} "
+        (err_console if as_json else console).print(f"resuming backfill {job.key} from its checkpoint of {age(time.time() - saved['updated_at'])} "
                       "ago (--restart starts over)", highlight=False)
     try:
         runner = Backfill(ctx.runtime, job, api, limit=limit, dry_run=dry_run)
@@ -155,7 +159,10 @@ def backfill(ctx: Context, source: str, date_from: datetime | None, date_to: dat
         sys.exit(130)
     finally:
         api.close()
-    report(result)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2, default=str))
+    else:
+        report(result)
     if not result.ok:
         sys.exit(1)
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import requests
 from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
+from connector.durations import seconds
 from connector.errors import ConfigError, ConnectorError
 from connector.store.schema import DEAD, STATES
-from connector.timeutil import age, iso
+from connector.timeutil import age, iso, parse_iso
 
 
 @main.command()
@@ -58,17 +61,64 @@ def deadletters() -> None:
     """Leads a CRM refused: list them, see why, send them again."""
 
 
+class When(click.ParamType):
+    """A moment: an ISO 8601 date or time (UTC unless it says), or a duration ago (`90m`, `3d`)."""
+
+    name = "when"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        at = parse_iso(str(value))
+        if at is not None:
+            return at
+        try:
+            return time.time() - seconds(str(value))
+        except ValueError:
+            self.fail(f"'{value}' is neither a date or time (2026-05-20, 2026-05-20T10:00Z) nor a duration ago "
+                      f"(90m, 3d)", param, ctx)
+
+
+def dead_filters(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that choose dead letters, shared by `list` and `retry`."""
+    for option in reversed([
+        click.option("--destination", "-d", default=None),
+        click.option("--error-code", "error_codes", multiple=True,
+                     help="Only dead letters with this error code (repeatable), as `list` shows it."),
+        click.option("--since", type=When(), default=None,
+                     help="Only those that became dead letters at or after this: a date, a time, or e.g. 3d (ago)."),
+        click.option("--until", type=When(), default=None, help="Only those before this (same forms as --since)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _dead(ctx: Context, destination: str | None, error_codes: tuple[str, ...], since: float | None,
+          until: float | None, limit: int | None) -> list[dict[str, Any]]:
+    rows = ctx.store.deliveries_query(state=DEAD, destination=destination, limit=limit, error_codes=error_codes,
+                                      since=since, until=until)
+    redact = ctx.runtime.redactor
+    return [{"id": r["id"], "destination": r["destination"], "lead": r["lead_key"], "event": r["event_type"],
+             "attempts": r["attempts"], "when": iso(r["updated_at"]), "error_code": r["last_error_code"],
+             "error": redact(r["last_error"] or "")} for r in rows]
+
+
 @deadletters.command("list")
-@click.option("--destination", "-d", default=None)
+@dead_filters
 @click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def list_(ctx: Context, destination: str | None, limit: int) -> None:
+def list_(ctx: Context, destination: str | None, error_codes: tuple[str, ...], since: float | None,
+          until: float | None, limit: int, as_json: bool) -> None:
     """Dead letters, newest first."""
-    rows = ctx.store.deliveries_query(state=DEAD, destination=destination, limit=limit)
-    table = Table("id", "destination", "lead", "event", "attempts", "when", "error")
+    rows = _dead(ctx, destination, error_codes, since, until, limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "destination", "lead", "event", "attempts", "when", "code", "error")
     for r in rows:
-        table.add_row(str(r["id"]), r["destination"], r["lead_key"], r["event_type"], str(r["attempts"]),
-                      iso(r["updated_at"]) or "", ctx.runtime.redactor(r["last_error"] or "")[:120])
+        table.add_row(str(r["id"]), r["destination"], r["lead"], r["event"], str(r["attempts"]), r["when"] or "",
+                      r["error_code"] or "", r["error"][:120])
     console.print(table if rows else "no dead letters")
 
 
@@ -96,15 +146,34 @@ def show(ctx: Context, delivery_id: int) -> None:
 
 @deadletters.command()
 @click.argument("delivery_ids", type=int, nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Every dead letter (of --destination, if given).")
-@click.option("--destination", "-d", default=None)
+@click.option("--all", "all_", is_flag=True, help="Every dead letter the filters choose (all of them without any).")
+@dead_filters
+@click.option("--dry-run", is_flag=True, help="Say how many would go, and which, without queueing them.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def retry(ctx: Context, delivery_ids: tuple[int, ...], all_: bool, destination: str | None) -> None:
-    """Send dead letters again (after fixing the mapping or the CRM)."""
+def retry(ctx: Context, delivery_ids: tuple[int, ...], all_: bool, destination: str | None,
+          error_codes: tuple[str, ...], since: float | None, until: float | None, dry_run: bool,
+          as_json: bool) -> None:
+    """Send dead letters again (after fixing the mapping or the CRM): ids, or --all with filters."""
+    filtered = bool(destination or error_codes or since is not None or until is not None)
     if not delivery_ids and not all_:
-        fail("name delivery ids, or use --all")
-    count = ctx.store.requeue(delivery_ids=list(delivery_ids) if delivery_ids else None, state=DEAD,
-                              destination=destination)
+        fail("name delivery ids, or use --all (with --destination, --error-code, --since, --until to choose)")
+    chosen = [r["id"] for r in _dead(ctx, destination, error_codes, since, until, limit=None)]
+    if delivery_ids:
+        wanted = set(delivery_ids)
+        chosen = [i for i in chosen if i in wanted]
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps({"dry_run": True, "count": len(chosen), "delivery_ids": chosen}))
+            return
+        shown = ", ".join(map(str, chosen[:50])) + (" ..." if len(chosen) > 50 else "")
+        console.print(f"{len(chosen)} dead letters would be queued again" + (f": {shown}" if chosen else "")
+                      + ("" if filtered or delivery_ids else " (every dead letter)"), highlight=False)
+        return
+    count = ctx.store.requeue(delivery_ids=chosen, state=DEAD) if chosen else 0
+    if as_json:
+        click.echo(json.dumps({"dry_run": False, "count": count, "delivery_ids": chosen}))
+        return
     console.print(f"{count} dead letters queued again")
 
 

@@ -24,20 +24,23 @@ from connector.lead import InboundEvent
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
+from connector.store.history import LeadHistory, read_history
 from connector.store.schema import (
+    ATTEMPTS_KEPT,
     DEAD,
     DELIVERED,
     PENDING,
     STATES,
     backfill_checkpoints,
     deliveries,
+    delivery_attempts,
     destination_health,
     destination_pauses,
     events,
     lead_state,
 )
 
-__all__ = ["Batch", "Claimed", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
+__all__ = ["Batch", "Claimed", "LeadHistory", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -212,9 +215,26 @@ class Store:
                 changed = conn.execute(
                     deliveries.update().where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
                     .values(**verdict.changes(), updated_at=now, lease_owner=None, lease_until=None)).rowcount
-                if changed and verdict.state == DELIVERED:
+                if not changed:
+                    continue
+                if verdict.state == DELIVERED:
                     self._advance_lead(conn, item.destination, item.lead_key, item.occurred_at, item.event_id,
                                        verdict.crm_id, now)
+                self._note_attempt(conn, owner, verdict, now)
+
+    def _note_attempt(self, conn: Connection, owner: str, verdict: Verdict, now: float) -> None:
+        """One history row per verdict, keeping the newest ATTEMPTS_KEPT of the delivery."""
+        delivery_id = verdict.item.delivery_id
+        conn.execute(delivery_attempts.insert().values(
+            delivery_id=delivery_id, at=now, owner=owner[:200], state=verdict.state,
+            next_attempt_at=verdict.next_attempt_at if verdict.state == PENDING else None,
+            error_code=verdict.last_error_code, error=verdict.last_error, crm_id=verdict.crm_id,
+            summary=json.dumps(verdict.summary) if verdict.summary is not None else None))
+        oldest_kept = (sa.select(delivery_attempts.c.id).where(delivery_attempts.c.delivery_id == delivery_id)
+                       .order_by(delivery_attempts.c.id.desc()).offset(ATTEMPTS_KEPT - 1).limit(1)
+                       .scalar_subquery())
+        conn.execute(delivery_attempts.delete().where(delivery_attempts.c.delivery_id == delivery_id,
+                                                      delivery_attempts.c.id < oldest_kept))
 
     def _advance_lead(self, conn: Connection, destination: str, key: str, occurred_at: float, event_id: int,
                       crm_id: str | None, now: float) -> None:
@@ -317,16 +337,29 @@ class Store:
         }
 
     def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
-                         limit: int = 50) -> list[dict[str, Any]]:
+                         limit: int | None = 50, error_codes: Sequence[str] = (), since: float | None = None,
+                         until: float | None = None) -> list[dict[str, Any]]:
+        """Deliveries, last changed first; `since`/`until` bound when they last changed (a dead letter: when it died)."""
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id)
                  .join(events, events.c.id == deliveries.c.event_id)
-                 .order_by(deliveries.c.updated_at.desc()).limit(limit))
+                 .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc()).limit(limit))
         if state:
             query = query.where(deliveries.c.state == state)
         if destination:
             query = query.where(deliveries.c.destination == destination)
+        if error_codes:
+            query = query.where(deliveries.c.last_error_code.in_(list(error_codes)))
+        if since is not None:
+            query = query.where(deliveries.c.updated_at >= since)
+        if until is not None:
+            query = query.where(deliveries.c.updated_at < until)
         with self._tx() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def lead_history(self, lead_id: str, source: str | None = None) -> LeadHistory:
+        """Every stored event of one lead, with its deliveries and their attempt history (`explain`)."""
+        with self._tx() as conn:
+            return read_history(conn, lead_id, source)
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,

@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from connector.store.schema import STALE
+from connector.store.schema import STALE, delivery_attempts
 
 SCANS = 4  # due rows are read in up to this many pages per claim (leads in flight are passed over)
 
@@ -68,6 +68,8 @@ class Verdict:
     first_failed_at: float | None = None
     next_attempt_at: float | None = None
     crm_id: str | None = None
+    # For the attempt history (`explain`): batch size, field names and each one's policy decision; no values.
+    summary: dict[str, Any] | None = None
 
     def changes(self) -> dict[str, Any]:
         """The delivery row's columns this verdict sets."""
@@ -223,9 +225,11 @@ class Claimer:
             if len(picks) >= limit or len(due) < page:
                 break
         for item in superseded:
-            conn.execute(self.supersede, {"id": item.delivery_id, "now": now,
-                                          "why": f"superseded: event {item.newer_event_id} of this lead is newer "
-                                                 f"({item.reason})"})
+            why = f"superseded: event {item.newer_event_id} of this lead is newer ({item.reason})"
+            if conn.execute(self.supersede, {"id": item.delivery_id, "now": now, "why": why}).rowcount:
+                conn.execute(delivery_attempts.insert().values(
+                    delivery_id=item.delivery_id, at=now, owner=owner, state=STALE, error_code="stale", error=why,
+                    summary=json.dumps({"newer_event_id": item.newer_event_id})))
         if not picks:
             return Batch([], superseded)
         by_lead = {row.id: key for key, row in picks.items()}

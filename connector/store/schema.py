@@ -5,6 +5,7 @@
 - `lead_state`: per (destination, lead) what was last applied: stale-update protection and the CRM id.
 - `destination_pauses`: destinations waiting on a config fix, a login, a daily quota or an outage.
 - `destination_health`: per destination, since when its deliveries keep failing transiently, and why.
+- `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
@@ -111,6 +112,23 @@ destination_health = Table(
     Column("last_error", Text, nullable=False),  # redacted: no phone, email or secret
     Column("next_try", Float),
     Column("updated_at", Float, nullable=False),
+)
+
+ATTEMPTS_KEPT = 20  # per delivery: the newest verdicts; older ones are deleted as new ones come
+
+delivery_attempts = Table(
+    "delivery_attempts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("owner", String(200), nullable=False),  # the worker that settled it
+    Column("state", String(20), nullable=False),  # the state the verdict left the delivery in
+    Column("next_attempt_at", Float),  # a retry: when
+    Column("error_code", String(100)),
+    Column("error", Text),  # redacted by the worker, like deliveries.last_error
+    Column("crm_id", Text),
+    Column("summary", Text),  # JSON: batch size, field names and policy decisions; never values
+    Index("ix_delivery_attempts_delivery", "delivery_id", "id"),
 )
 
 backfill_checkpoints = Table(

@@ -6,6 +6,7 @@ and API clients only say what happened (connector.errors).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ from connector.errors import (
 from connector.lead import mapping_input
 from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
-from connector.records import OutboundRecord, Outcome
+from connector.records import MappedRecord, OutboundRecord, Outcome, field_decisions
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
@@ -96,9 +97,12 @@ class Worker:
         verdicts: list[Verdict] = []
         records: list[OutboundRecord] = []
         by_id: dict[int, Claimed] = {c.delivery_id: c for c in work.items}
+        fields: dict[int, dict[str, dict[str, str]]] = {}
         for item in work.items:
             try:
-                records.append(self._record(item, work.mapping))
+                mapped = self._map(item, work.mapping)
+                fields[item.delivery_id] = field_decisions(mapped, item.known)
+                records.append(self._address(item, mapped))
             except Permanent as exc:
                 verdicts.append(self._failed(item, exc))
             except Exception as exc:  # a transform bug, say: only this lead waits for a fix, as a dead letter
@@ -107,13 +111,23 @@ class Worker:
                     f"{self.redactor(str(exc))[:300]}", code="mapping_error")))
         if records:
             verdicts.extend(self._send(work, records, by_id))
+        # the attempt history's summary of the request: names and decisions, never the lead's values
+        verdicts = [dataclasses.replace(v, summary={
+            "batch": len(records), "update": v.item.known, "mapping": work.mapping.path.name,
+            "fields": fields.get(v.item.delivery_id, {})}) for v in verdicts]
         self.store.settle(self.owner, verdicts)
         return len(work.items) + work.superseded
 
     def _record(self, item: Claimed, mapping: Mapping) -> OutboundRecord:
+        return self._address(item, self._map(item, mapping))
+
+    def _map(self, item: Claimed, mapping: Mapping) -> MappedRecord:
         marketplace = self.config.sources[item.source].marketplace if item.source in self.config.sources else ""
-        mapped = mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,
-                                             marketplace=marketplace))
+        return mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,
+                                           marketplace=marketplace))
+
+    @staticmethod
+    def _address(item: Claimed, mapped: MappedRecord) -> OutboundRecord:
         return OutboundRecord(delivery_id=item.delivery_id, lead_key=item.lead_key, event_type=item.event_type,
                               values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id)
 
