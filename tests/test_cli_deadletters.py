@@ -10,8 +10,8 @@ from connector.cli import main
 from connector.runtime import load_runtime
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
-from tests.fakes.server import serve
 
 
 def test_dead_letters_filtered_dry_run_and_json(tmp_path, database_url, fake_crm):

@@ -19,8 +19,8 @@ from connector.store.schema import ATTEMPTS_KEPT, DELIVERED, PENDING, delivery_a
 from connector.timeutil import parse_iso
 from connector.web import create_app
 from connector.worker import Worker
+from fakes.server import serve
 from tests.conftest import ENV, OLD_SECRET, leaditio_payload, post_webhook, write_config
-from tests.fakes.server import serve
 
 
 def payload(event: str, at: str, tier: str, phone: str = "+27823456789") -> dict:
