@@ -20,7 +20,9 @@ import psycopg
 import pytest
 import requests
 import yaml
+from click.testing import CliRunner
 
+from connector.cli import main
 from connector.config import Config, load_config
 from connector.runtime import Runtime
 from connector.store import Store
@@ -28,9 +30,6 @@ from fakes.http_crm import FakeCrm
 from fakes.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
-# pytest-xdist's workers inherit COLUMNS=80, and rich fixes a console's width from COLUMNS when the console
-# is built (at import), which would cut the CLI's tables whatever width a test's CliRunner asks for.
-os.environ.pop("COLUMNS", None)
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "whsec_test_primary"
 OLD_SECRET = "whsec_test_previous"
@@ -107,6 +106,18 @@ def fake_crm() -> Any:
     with serve(crm.app) as url:
         crm.url = f"{url}/leads"
         yield crm
+
+
+def cli_for(path: Path) -> Any:
+    """`connector --config path ARGS...` run in-process: returns its output and checks its exit code (`code=`)."""
+    runner = CliRunner(env={**ENV, "COLUMNS": "250"})
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return cli
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:

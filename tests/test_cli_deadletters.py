@@ -11,19 +11,14 @@ from connector.runtime import load_runtime
 from connector.web import create_app
 from connector.worker import Worker
 from fakes.server import serve
-from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
+from tests.conftest import ENV, cli_for, leaditio_payload, post_webhook, write_config
 
 
 def test_dead_letters_filtered_dry_run_and_json(tmp_path, database_url, fake_crm):
     path = write_config(tmp_path, database_url,
                         destinations={"crm": {"type": "http", "url": fake_crm.url, "mapping": "mappings/file.yaml"}},
                         routes=[{"source": "leaditio", "destination": "crm"}])
-    runner = CliRunner(env={**ENV, "COLUMNS": "250"})
-
-    def cli(*args: str, code: int = 0) -> str:
-        result = runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result.output
+    cli = cli_for(path)
 
     cli("db", "upgrade")
     runtime = load_runtime(path, env=ENV)

@@ -20,7 +20,7 @@ from connector.timeutil import parse_iso
 from connector.web import create_app
 from connector.worker import Worker
 from fakes.server import serve
-from tests.conftest import ENV, OLD_SECRET, leaditio_payload, post_webhook, write_config
+from tests.conftest import ENV, OLD_SECRET, cli_for, leaditio_payload, post_webhook, write_config
 
 
 def payload(event: str, at: str, tier: str, phone: str = "+27823456789") -> dict:
@@ -36,12 +36,7 @@ def test_explain_tells_the_story_of_a_lead(tmp_path, database_url, fake_crm):
                       "hot_file": {"type": "file", "path": str(tmp_path / "hot.jsonl"), "mapping": "mappings/file.yaml"}},
         routes=[{"source": "leaditio", "destination": "crm"},
                 {"source": "leaditio", "destination": "hot_file", "where": {"score_tier": ["hot", "warm"]}}])
-    runner = CliRunner(env={**ENV, "COLUMNS": "250"})
-
-    def cli(*args: str, code: int = 0) -> str:
-        result = runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result.output
+    cli = cli_for(path)
 
     cli("db", "upgrade")
     runtime = load_runtime(path, env=ENV)
