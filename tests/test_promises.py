@@ -195,20 +195,20 @@ def test_the_claim_reads_due_rows_in_index_order_without_statistics(config, stor
 # --- 7. outages are visible and gentle ------------------------------------------------------
 def test_an_outage_shows_in_status_and_the_crm_is_probed_one_lead_at_a_time(tmp_path, database_url, fake_crm):
     config, store = http_setup(tmp_path, database_url, fake_crm.url,
-                               worker={"breaker_threshold": 3, "backoff_base": 0.2, "backoff_max": 0.4})
+                               worker={"breaker_threshold": 3, "backoff_base": 1, "backoff_max": 2})
     with serve(create_app(Runtime(config, store))) as url:
         for index in range(12):
             post_webhook(url, leaditio_payload(f"lead_{index}"))
     fake_crm.fail_next(503, times=1000, body={"code": "unavailable", "message": "down for maintenance"})
     worker = Worker(Runtime(config, store))
     worker.run_once("crm")  # a batch: every lead fails
+    before = len(fake_crm.requests)
+    assert worker.run_once("crm") == 0  # paused (for at least 0.5 s): no call at all
     health = store.health()["crm"]
     assert health["failures"] >= 3 and "down for maintenance" in health["last_error"]
     assert store.pauses()["crm"]["kind"] == OUTAGE
     out = CliRunner(env={**ENV, "COLUMNS": "250"}).invoke(main, ["--config", str(config.path), "status"]).output
     assert "failing since" in out and "failures in a row" in out and "down for maintenance" in out
-    before = len(fake_crm.requests)
-    assert worker.run_once("crm") == 0  # paused: no call at all
     for _ in range(2):
         time.sleep(store.pauses()["crm"]["until"] - time.time() + 0.01)
         sent = len(fake_crm.requests)

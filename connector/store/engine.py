@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,22 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def off_the_hub(call: Callable[..., Any], *args: Any) -> Any:
+    """Run a call that waits on the kernel (a file lock held by another process, an fsync) so that it
+    blocks only its caller.
+
+    Under the receiver's gevent worker every request of a process shares one OS thread: a plain
+    `flock` or `fdatasync` there stopped every other request of the process until the disk answered,
+    which is where its slowest answers came from. When gevent has patched the standard library the call
+    goes to gevent's pool of real threads and only the calling greenlet waits; elsewhere (the worker,
+    `connector serve`, tests) it is a plain call. gevent is looked up, never imported, here.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return sys.modules["gevent"].get_hub().threadpool.apply(call, args)
+    return call(*args)
+
+
 class WriterLock:
     """One SQLite transaction at a time across processes, queued on a kernel file lock.
 
@@ -68,7 +85,10 @@ class WriterLock:
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = open(self.path, "a+b")  # noqa: SIM115 - kept per thread
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no hand-off to a thread
+        except BlockingIOError:
+            off_the_hub(fcntl.flock, handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -203,7 +223,7 @@ class GroupCommit:
                 os.fsync(folder)
             finally:
                 os.close(folder)
-        os.fdatasync(self._wal_fd)
+        off_the_hub(os.fdatasync, self._wal_fd)
 
     def _take_batch(self) -> list[_Waiting]:
         with self._mutex:  # the writer's own item is first: only the thread whose turn it is takes items
