@@ -91,6 +91,7 @@ def test_explain_tells_the_story_of_a_lead(tmp_path, database_url, fake_crm):
     assert "did not take it: score_tier is cold, route wants ['hot', 'warm']" in text
     assert "retry after" in text and "kept: on_create, and this was an update" in text
     assert "+27823456789" not in text and "thabo.m@gmail.com" not in text
+    assert "[phone]" in text and "[email]" in text  # shown as placeholders, not eaten as console markup
     assert "+27823456789" in cli("explain", "lead_abc123", "--show-personal")
     assert "no lead nobody" in cli("explain", "nobody", code=1)
     assert "no lead lead_abc123 from other" in cli("explain", "lead_abc123", "--source", "other", code=1)

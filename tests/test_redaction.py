@@ -52,10 +52,12 @@ def test_a_crm_error_quoting_the_token_an_email_and_a_phone_reaches_no_output(tm
     status = runner.invoke(main, ["--config", str(path), "status", "--json"], catch_exceptions=False).output
     shown = runner.invoke(main, ["--config", str(path), "deadletters", "show", str(row["id"])],
                           catch_exceptions=False).output
+    listed = runner.invoke(main, ["--config", str(path), "deadletters", "list"], catch_exceptions=False).output
     store.dispose()
+    assert "[secret]" in shown and "[phone]" in listed  # placeholders are text, not eaten as console markup
     assert "paused" in logged and "[secret]" in logged and "[email]" in logged  # the lines were written
     assert row["state"] == "dead" and "[secret]" in row["last_error"]
-    for text in (logged, pause["reason"], row["last_error"], status, shown, metrics):
+    for text in (logged, pause["reason"], row["last_error"], status, shown, listed, metrics):
         for value in (TOKEN, EMAIL, PHONE, "555 0199"):
             assert value not in text
     assert json.loads(status)["events"] == 1

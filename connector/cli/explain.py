@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
@@ -40,44 +41,49 @@ def explain(ctx: Context, lead_id: str, source: str | None, as_json: bool, show_
     show(story)
 
 
+def esc(value: object) -> str:
+    return escape(str(value))
+
+
 def show(story: Story) -> None:
-    console.print(f"[bold]lead {story.lead_id}[/] from {', '.join(story.sources)}", highlight=False)
+    """Every value is escaped: a redacted `[phone]` or a lead's own brackets are text, not console markup."""
+    console.print(f"[bold]lead {esc(story.lead_id)}[/] from {esc(', '.join(story.sources))}", highlight=False)
     for event in story.events:
-        console.print(f"\n{iso(event.received_at)}  event {event.id} [bold]{event.event_type}[/] by {event.origin}, "
-                      f"verified by {event.verified_by}", highlight=False)
+        console.print(f"\n{esc(iso(event.received_at))}  event {esc(event.id)} [bold]{esc(event.event_type)}[/] by {esc(event.origin)}, "
+                      f"verified by {esc(event.verified_by)}", highlight=False)
         if event.stated_occurred_at is not None:
-            console.print(f"  event time {iso(event.stated_occurred_at)} as sent lay too far ahead of its receipt "
-                          f"(server.event_time_tolerance): used {iso(event.occurred_at)} instead", highlight=False)
+            console.print(f"  event time {esc(iso(event.stated_occurred_at))} as sent lay too far ahead of its receipt "
+                          f"(server.event_time_tolerance): used {esc(iso(event.occurred_at))} instead", highlight=False)
         else:
-            console.print(f"  event time {iso(event.occurred_at)}", highlight=False)
+            console.print(f"  event time {esc(iso(event.occurred_at))}", highlight=False)
         for route in event.routes:
             verb = "took it" if route.took else "did not take it"
-            console.print(f"  route to {route.destination} {verb}" + ("" if route.took else f": {route.why}"),
+            console.print(f"  route to {esc(route.destination)} {esc(verb)}" + ("" if route.took else f": {esc(route.why)}"),
                           highlight=False)
         for delivery in event.deliveries:
-            console.print(f"  delivery {delivery.id} to {delivery.destination}: [bold]{delivery.state}[/]"
-                          + (f", CRM record {delivery.crm_id}" if delivery.crm_id else ""), highlight=False)
+            console.print(f"  delivery {esc(delivery.id)} to {esc(delivery.destination)}: [bold]{esc(delivery.state)}[/]"
+                          + (f", CRM record {esc(delivery.crm_id)}" if delivery.crm_id else ""), highlight=False)
             for attempt in delivery.attempts:
                 request = attempt.request or {}
                 sent = (f" ({'update' if request.get('update') else 'create'}, batch of {request['batch']})"
                         if "batch" in request else "")
-                console.print(f"    {iso(attempt.at)}  {attempt.worker}{sent}: {attempt.text}", highlight=False)
+                console.print(f"    {esc(iso(attempt.at))}  {esc(attempt.worker)}{esc(sent)}: {esc(attempt.text)}", highlight=False)
             if not delivery.attempts and delivery.last_error:
-                console.print(f"    {delivery.last_error}", highlight=False)
-    console.print(f"\n[dim]{story.duplicates}[/]", highlight=False)
+                console.print(f"    {esc(delivery.last_error)}", highlight=False)
+    console.print(f"\n[dim]{esc(story.duplicates)}[/]", highlight=False)
     for note in story.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {esc(note)}", highlight=False)
     for name, crm_id in story.crm_ids.items():
-        console.print(f"CRM record in {name}: {crm_id}", highlight=False)
+        console.print(f"CRM record in {esc(name)}: {esc(crm_id)}", highlight=False)
     for fieldset in story.fields:
         how = "as decided when sent" if fieldset.recorded else "worked out now; not sent yet"
-        title = (f"{fieldset.destination}: event {fieldset.event_id} as "
-                 f"{'an update' if fieldset.update else 'a new record'} ({how})")
+        title = (f"{esc(fieldset.destination)}: event {esc(fieldset.event_id)} as "
+                 f"{'an update' if fieldset.update else 'a new record'} ({esc(how)})")
         if fieldset.problem:
-            console.print(f"\n{title}: the mapping cannot map it: {fieldset.problem}", highlight=False)
+            console.print(f"\n{title}: the mapping cannot map it: {esc(fieldset.problem)}", highlight=False)
             continue
         table = Table("field", "value", "policy", "decision", title=title)
         for f in fieldset.fields:
             decision = DECISIONS.get(f.decision, f.decision) + (f" ({f.note})" if f.note else "")
-            table.add_row(f.name, "" if f.value is None else str(f.value), f.policy, decision)
+            table.add_row(esc(f.name), "" if f.value is None else esc(str(f.value)), f.policy, esc(decision))
         console.print(table)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 import requests
+from rich.markup import escape
 from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
@@ -49,9 +50,9 @@ def status(ctx: Context, as_json: bool) -> None:
         if health:
             retry = f", next try in {age(max(0.0, health['next_try'] - now))}" if health["next_try"] else ""
             note = (f"[red]failing since {iso(health['failing_since'])} ({health['failures']} failures in a row"
-                    f"{retry}): {health['last_error']}[/]")
+                    f"{retry}): {escape(health['last_error'])}[/]")
         elif pause and pause["until"] > now:
-            note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {pause['reason']}[/]"
+            note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {escape(pause['reason'])}[/]"
         table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
     console.print(table)
 
@@ -118,7 +119,7 @@ def list_(ctx: Context, destination: str | None, error_codes: tuple[str, ...], s
     table = Table("id", "destination", "lead", "event", "attempts", "when", "code", "error")
     for r in rows:
         table.add_row(str(r["id"]), r["destination"], r["lead"], r["event"], str(r["attempts"]), r["when"] or "",
-                      r["error_code"] or "", r["error"][:120])
+                      escape(r["error_code"] or ""), escape(r["error"][:120]))
     console.print(table if rows else "no dead letters")
 
 
@@ -139,7 +140,7 @@ def show(ctx: Context, delivery_id: int) -> None:
                       f"server.event_time_tolerance, so the receipt time used instead, "
                       f"{iso(row['event_occurred_at'])}", highlight=False)
     if row["last_error"]:
-        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {ctx.runtime.redactor(row['last_error'])}",
+        console.print(f"[red]error[/] {row['last_error_code'] or ''}: {escape(ctx.runtime.redactor(row['last_error']))}",
                       highlight=False)
     console.print_json(row["lead_json"])
 
