@@ -117,3 +117,17 @@ def test_an_alert_url_apprise_does_not_know_is_a_config_error_naming_the_variabl
 def test_alert_urls_are_redacted_like_secrets(tmp_path, database_url, sink):
     runtime = setup(tmp_path, database_url, "http://127.0.0.1:9/leads", "json://127.0.0.1:9/T0123456789ABCDEFGHIJ")
     assert "T0123456789ABCDEFGHIJ" not in runtime.redactor("posting to json://127.0.0.1:9/T0123456789ABCDEFGHIJ")
+
+
+def test_oldest_pending_too_old_alerts_once_and_once_more_when_it_clears(tmp_path, database_url, fake_crm, sink):
+    runtime = setup(tmp_path, database_url, fake_crm.url, sink.url, oldest_pending_after="30m")
+    with serve(create_app(runtime)) as url:
+        post_webhook(url, leaditio_payload())
+    alerter = runtime.alerter
+    later = time.time() + 31 * 60
+    alerter.check(now=later)
+    alerter.check(now=later + 60)  # still late: no second alert
+    Worker(runtime).drain(timeout=10)
+    alerter.check(now=later + 120)
+    assert sink.titles() == ["Leads for crm wait too long", "Leads for crm no longer wait too long"]
+    assert "oldest of 1 pending leads for crm has waited 31 min" in sink.bodies[0]["message"]
