@@ -107,6 +107,32 @@ class ServerConfig(Strict):
         return seconds(value)
 
 
+class AlertsConfig(Strict):
+    urls: list[SecretStr] = Field(default_factory=list,
+                                  description="where alerts go, as Apprise URLs from the environment, e.g. "
+                                              "- ${SLACK_ALERT_URL} (slack://, msteams://, mailto://, tgram://, "
+                                              "json:// for any webhook); none: no alerts")
+    dead_letter_interval: float = Field(default=900, gt=0,
+                                        description="new dead letters are sent as one alert per this interval, "
+                                                    "counted by error code")
+    oldest_pending_after: float = Field(default=1800, gt=0,
+                                        description="alert when a destination's oldest pending lead has waited "
+                                                    "longer than this (and again when it no longer has)")
+    failing_after: int = Field(default=3, ge=1,
+                               description="failed tries in a row before a destination counts as failing "
+                                           "(a pause counts at once)")
+    check_interval: float = Field(default=30, gt=0,
+                                  description="how often a worker process looks at the store for alerts")
+
+    @field_validator("dead_letter_interval", "oldest_pending_after", "check_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
+
+    def url_values(self) -> list[str]:
+        return [u.get_secret_value() for u in self.urls if u.get_secret_value()]
+
+
 class DatabaseConfig(Strict):
     url: str = Field(default="sqlite:///connector.db",
                      description="sqlite:///file.db or postgresql://...; DATABASE_URL overrides it")
@@ -123,6 +149,8 @@ class Config(Strict):
     destinations: dict[str, DestinationConfig] = Field(description="name -> a CRM or file leads go to")
     routes: list[RouteConfig] = Field(default_factory=list, description="which source's leads go to which "
                                                                         "destination")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="messages to the team's channels "
+                                                                          "when something needs a person")
 
     path: Path | None = Field(default=None, exclude=True)
     # The file as read, so that later checks (connector.runtime) can name the line of a mistake.
@@ -163,6 +191,11 @@ def json_schema() -> dict[str, Any]:
         durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
         durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
                                     {"type": "string", "pattern": DURATION.pattern}]
+    alerts = schema["$defs"]["AlertsConfig"]["properties"]
+    for name in ("dead_letter_interval", "oldest_pending_after", "check_interval"):
+        alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}
+        alerts[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                 {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 
@@ -188,7 +221,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config = yamlfile.validate(doc, Config)
     config.path = doc.path.resolve()
     config._document = doc
-    config._secrets = secret_values(doc, env_map)
+    config._secrets = secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values())
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
@@ -252,6 +285,13 @@ def _check_database_url(doc: yamlfile.YamlDocument, url: str, from_env: bool) ->
     if parsed.get_driver_name() not in (_DATABASES[backend], "pysqlite"):
         raise problem(f"the {parsed.get_driver_name()} driver is not installed: write {backend}://... "
                       "and the connector picks its driver")
+
+
+def alert_url_secrets(urls: list[str]) -> list[str]:
+    """An alert URL is a credential (a Slack webhook's path, a mail password): the whole URL and each of
+    its long parts, which a library may log on their own."""
+    parts = [part for url in urls for part in re.split(r"[/:@?&=]", url) if len(part) >= MIN_SECRET_LENGTH]
+    return urls + parts
 
 
 def secret_values(doc: yamlfile.YamlDocument, env: Any) -> list[str]:

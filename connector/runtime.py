@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from connector import yamlfile
+from connector.alerts import Alerter, AppriseSender, known_url
 from connector.config import Config, config_path, load_config
 from connector.destinations import DESTINATIONS, Destination, DestinationSettings
 from connector.errors import ConfigError
@@ -79,6 +80,15 @@ class Runtime:
     def marketplaces(self) -> dict[str, Marketplace]:
         return {name: MARKETPLACES[src.marketplace](name, src) for name, src in self.config.sources.items()}
 
+    @cached_property
+    def alerter(self) -> Alerter | None:
+        """None when no alert URL is configured; the worker loop asks it to check now and then."""
+        urls = self.config.alerts.url_values()
+        if not urls:
+            return None
+        return Alerter(self.store, self.config.alerts, list(self.config.destinations),
+                       AppriseSender(urls, self.redactor))
+
     def destination(self, name: str) -> Destination:
         """A new client for destination `name` (each worker thread holds its own)."""
         return DESTINATIONS[self.config.destinations[name].type](name, self._destination_settings[name])
@@ -118,6 +128,13 @@ def check_settings(config: Config) -> dict[str, DestinationSettings]:
         api_model = MARKETPLACES[src.marketplace].ApiSettings
         if src.api is not None and api_model is not None:
             yamlfile.validate(doc, api_model, data=src.api, loc_prefix=("sources", name, "api"))
+    for index, url in enumerate(config.alerts.urls):
+        value = url.get_secret_value()
+        if value and not known_url(value):
+            names = doc.variables.get(("alerts", "urls", index))
+            where = f"the URL in {', '.join(names)}" if names else "the URL"
+            raise doc.error(("alerts", "urls", index), f"{where} is not an alert URL Apprise knows (e.g. "
+                            "slack://..., msteams://..., mailto://..., tgram://..., json://host/path)")
     return settings
 
 

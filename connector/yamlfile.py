@@ -145,7 +145,8 @@ def interpolate(doc: YamlDocument, env: typing.Mapping[str, str] | None = None) 
 
 
 def _is_secret(loc: Loc) -> bool:
-    return any(is_secret_key(part) for part in loc)
+    # alerts.urls: an Apprise URL carries its channel's credential (a Slack webhook path, a password)
+    return any(is_secret_key(part) for part in loc) or loc[:2] == ("alerts", "urls")
 
 
 def is_secret_key(key: Any) -> bool:

@@ -21,6 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
+from connector.store import alertstate
+from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
@@ -40,7 +42,7 @@ from connector.store.schema import (
     lead_state,
 )
 
-__all__ = ["Batch", "Claimed", "LeadHistory", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
+__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "LeadHistory", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -311,6 +313,24 @@ class Store:
     def health(self) -> dict[str, dict[str, Any]]:
         with self._tx() as conn:
             return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_health))}
+
+    # --- alerts: what they read, and the state each was last sent for (connector.alerts) --
+    def alert_states(self) -> dict[str, str]:
+        with self._tx() as conn:
+            return alertstate.states(conn)
+
+    def swap_alert_state(self, key: str, old: str | None, new: str) -> bool:
+        """Compare and set: True for the one process that moved `key` from `old` to `new`."""
+        with self._tx() as conn:
+            return alertstate.swap(conn, self._insert, key, old, new)
+
+    def backlogs(self) -> dict[str, Backlog]:
+        with self._tx() as conn:
+            return alertstate.backlogs(conn)
+
+    def dead_letters_between(self, since: float, until: float) -> dict[str, DeadLetters]:
+        with self._tx() as conn:
+            return alertstate.dead_letters(conn, since, until)
 
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:

@@ -140,3 +140,10 @@ backfill_checkpoints = Table(
     Column("done", Boolean, nullable=False, default=False),
     Column("updated_at", Float, nullable=False),
 )
+
+alert_state = Table(
+    "alert_state", metadata,
+    Column("key", String(200), primary_key=True),  # destination:NAME, pending:NAME, deadletters
+    Column("state", String(100), nullable=False),  # the state last alerted (connector.alerts)
+    Column("updated_at", Float, nullable=False),
+)

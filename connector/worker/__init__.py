@@ -276,10 +276,25 @@ class Worker:
                     self._last_failure[name] = text
                 continue
             self._last_failure.pop(name, None)
+        self._check_alerts()
         if self._database_down:
             log.warning("database reachable again; delivering")
             self._database_down = False
         return busy
+
+    def _check_alerts(self) -> None:
+        """Every `alerts.check_interval`, one thread per process compares the store with the states last
+        alerted (connector.alerts); a failure here never stops delivery."""
+        alerter = self.runtime.alerter
+        if alerter is None or self._database_down:
+            return
+        try:
+            alerter.maybe_check()
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._last_failure.get("alerts"):
+                log.exception("checking alerts failed; trying again at the next check")
+                self._last_failure["alerts"] = text
 
     def drain(self, destinations: Iterable[str] | None = None, timeout: float = 60.0) -> None:
         """Deliver until nothing falls due within `timeout` (tests, benchmarks, `worker --drain`)."""
