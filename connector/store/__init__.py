@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate
+from connector.store import alertstate, checkpoints, reports
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
@@ -32,8 +32,6 @@ from connector.store.schema import (
     DEAD,
     DELIVERED,
     PENDING,
-    STATES,
-    backfill_checkpoints,
     deliveries,
     delivery_attempts,
     destination_health,
@@ -138,7 +136,7 @@ class Store:
             cursor = conn.connection.cursor()
             results = [self._events.record(cursor, event, dests, body, None) for event, dests, body in batch]
             if checkpoint is not None:
-                self._save_checkpoint(conn, *checkpoint)
+                checkpoints.save(conn, self._insert, *checkpoint)
             return results
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -334,47 +332,16 @@ class Store:
 
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:
-        now = time.time()
         with self._tx() as conn:
-            by_state = conn.execute(sa.select(deliveries.c.destination, deliveries.c.state, sa.func.count())
-                                    .group_by(deliveries.c.destination, deliveries.c.state)).all()
-            oldest = conn.execute(sa.select(deliveries.c.destination, sa.func.min(deliveries.c.created_at))
-                                  .where(deliveries.c.state == PENDING)
-                                  .group_by(deliveries.c.destination)).all()
-            received = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0
-        per_dest: dict[str, dict[str, Any]] = {}
-        for dest, state, count in by_state:
-            per_dest.setdefault(dest, {s: 0 for s in STATES})[state] = count
-        for dest, first in oldest:
-            per_dest.setdefault(dest, {s: 0 for s in STATES})["oldest_pending_age"] = now - first
-        return {
-            "events": received,
-            "queue_depth": sum(d.get(PENDING, 0) for d in per_dest.values()),
-            "oldest_pending_age": max((now - first for _, first in oldest), default=None),
-            "destinations": per_dest,
-            "pauses": self.pauses(),
-            "health": self.health(),
-        }
+            report = reports.queue(conn)
+        return {**report, "pauses": self.pauses(), "health": self.health()}
 
     def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
                          limit: int | None = 50, error_codes: Sequence[str] = (), since: float | None = None,
                          until: float | None = None) -> list[dict[str, Any]]:
-        """Deliveries, last changed first; `since`/`until` bound when they last changed (a dead letter: when it died)."""
-        query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id)
-                 .join(events, events.c.id == deliveries.c.event_id)
-                 .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc()).limit(limit))
-        if state:
-            query = query.where(deliveries.c.state == state)
-        if destination:
-            query = query.where(deliveries.c.destination == destination)
-        if error_codes:
-            query = query.where(deliveries.c.last_error_code.in_(list(error_codes)))
-        if since is not None:
-            query = query.where(deliveries.c.updated_at >= since)
-        if until is not None:
-            query = query.where(deliveries.c.updated_at < until)
         with self._tx() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return reports.deliveries_matching(conn, state=state, destination=destination, limit=limit,
+                                               error_codes=error_codes, since=since, until=until)
 
     def lead_history(self, lead_id: str, source: str | None = None) -> LeadHistory:
         """Every stored event of one lead, with its deliveries and their attempt history (`explain`)."""
@@ -382,13 +349,8 @@ class Store:
             return read_history(conn, lead_id, source)
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
-                           events.c.body, events.c.origin, events.c.received_at, events.c.occurred_at.label("event_occurred_at"),
-                           events.c.stated_occurred_at)
-                 .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
         with self._tx() as conn:
-            row = conn.execute(query).first()
-            return dict(row._mapping) if row else None
+            return reports.one_delivery(conn, delivery_id)
 
     def requeue(self, *, delivery_ids: Sequence[int] | None = None, state: str | None = None,
                 destination: str | None = None, force: bool = False) -> int:
@@ -432,28 +394,13 @@ class Store:
     # --- backfill checkpoints -------------------------------------------------------------
     def checkpoint(self, source: str, job_key: str) -> dict[str, Any] | None:
         with self._tx() as conn:
-            row = conn.execute(sa.select(backfill_checkpoints).where(
-                backfill_checkpoints.c.source == source, backfill_checkpoints.c.job_key == job_key)).first()
-        if row is None:
-            return None
-        return {"params": json.loads(row.params), "state": json.loads(row.state), "done": bool(row.done),
-                "updated_at": row.updated_at}
+            return checkpoints.load(conn, source, job_key)
 
     def save_checkpoint(self, source: str, job_key: str, params: dict[str, Any], state: dict[str, Any],
                         done: bool = False) -> None:
         with self._tx() as conn:
-            self._save_checkpoint(conn, source, job_key, params, state, done)
+            checkpoints.save(conn, self._insert, source, job_key, params, state, done)
 
     def delete_checkpoint(self, source: str, job_key: str) -> None:
         with self._tx() as conn:
-            conn.execute(backfill_checkpoints.delete().where(backfill_checkpoints.c.source == source,
-                                                             backfill_checkpoints.c.job_key == job_key))
-
-    def _save_checkpoint(self, conn: Connection, source: str, job_key: str, params: dict[str, Any],
-                         state: dict[str, Any], done: bool) -> None:
-        stmt = self._insert(backfill_checkpoints).values(source=source, job_key=job_key, params=json.dumps(params),
-                                                         state=json.dumps(state), done=done, updated_at=time.time())
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[backfill_checkpoints.c.source, backfill_checkpoints.c.job_key],
-            set_={"params": stmt.excluded.params, "state": stmt.excluded.state, "done": stmt.excluded.done,
-                  "updated_at": stmt.excluded.updated_at}))
+            checkpoints.delete(conn, source, job_key)

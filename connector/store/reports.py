@@ -1,0 +1,66 @@
+"""What operators read: the queue by destination and state, deliveries filtered, one delivery whole.
+
+`connector status`, `deadletters` and `/metrics` ask these; nothing here changes a row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from connector.store.schema import PENDING, STATES, deliveries, events
+
+
+def queue(conn: Connection) -> dict[str, Any]:
+    """Events stored, and per destination its deliveries by state and the age of its oldest pending one."""
+    now = time.time()
+    by_state = conn.execute(sa.select(deliveries.c.destination, deliveries.c.state, sa.func.count())
+                            .group_by(deliveries.c.destination, deliveries.c.state)).all()
+    oldest = conn.execute(sa.select(deliveries.c.destination, sa.func.min(deliveries.c.created_at))
+                          .where(deliveries.c.state == PENDING)
+                          .group_by(deliveries.c.destination)).all()
+    received = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0
+    per_dest: dict[str, dict[str, Any]] = {}
+    for dest, state, count in by_state:
+        per_dest.setdefault(dest, {s: 0 for s in STATES})[state] = count
+    for dest, first in oldest:
+        per_dest.setdefault(dest, {s: 0 for s in STATES})["oldest_pending_age"] = now - first
+    return {
+        "events": received,
+        "queue_depth": sum(d.get(PENDING, 0) for d in per_dest.values()),
+        "oldest_pending_age": max((now - first for _, first in oldest), default=None),
+        "destinations": per_dest,
+    }
+
+
+def deliveries_matching(conn: Connection, *, state: str | None, destination: str | None, limit: int | None,
+                        error_codes: Sequence[str], since: float | None, until: float | None) -> list[dict[str, Any]]:
+    """Deliveries, last changed first; `since`/`until` bound when they last changed (a dead letter: when it died)."""
+    query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id)
+             .join(events, events.c.id == deliveries.c.event_id)
+             .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc()).limit(limit))
+    if state:
+        query = query.where(deliveries.c.state == state)
+    if destination:
+        query = query.where(deliveries.c.destination == destination)
+    if error_codes:
+        query = query.where(deliveries.c.last_error_code.in_(list(error_codes)))
+    if since is not None:
+        query = query.where(deliveries.c.updated_at >= since)
+    if until is not None:
+        query = query.where(deliveries.c.updated_at < until)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def one_delivery(conn: Connection, delivery_id: int) -> dict[str, Any] | None:
+    """A delivery with its event: the lead as received, the body, and the event's times."""
+    query = (sa.select(deliveries, events.c.source, events.c.event_type, events.c.lead_id, events.c.lead_json,
+                       events.c.body, events.c.origin, events.c.received_at,
+                       events.c.occurred_at.label("event_occurred_at"), events.c.stated_occurred_at)
+             .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
+    row = conn.execute(query).first()
+    return dict(row._mapping) if row else None
