@@ -89,7 +89,7 @@ def test_newest_acknowledged_data_wins_under_any_interleaving(tmp_path, database
                 work = self.held.pop(w, None)
                 worker = self.workers[w]
                 if work is not None and after_sending:
-                    worker._call("crm", [worker._record(item, work.mapping) for item in work.items])
+                    worker._call("crm", [worker._address(item, worker._map(item, work.mapping)) for item in work.items])
                 with store.engine.begin() as conn:
                     conn.execute(deliveries.update().where(deliveries.c.lease_owner == worker.owner)
                                  .values(lease_until=0.0))

@@ -118,9 +118,6 @@ class Worker:
         self.store.settle(self.owner, verdicts)
         return len(work.items) + work.superseded
 
-    def _record(self, item: Claimed, mapping: Mapping) -> OutboundRecord:
-        return self._address(item, self._map(item, mapping))
-
     def _map(self, item: Claimed, mapping: Mapping) -> MappedRecord:
         marketplace = self.config.sources[item.source].marketplace if item.source in self.config.sources else ""
         return mapping.apply(mapping_input(item.lead, source=item.source, event=item.event_type,

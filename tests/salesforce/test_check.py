@@ -171,29 +171,9 @@ fields:
     assert any("not created Lead.Mobile: only custom fields (ending in __c) can be created" in d for d in done)
 
 
-def test_setup_through_the_cli_uses_the_default_mapping(fake: FakeSalesforce, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def crm_setup_through_the_cli(fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`connector crm setup sf` for a standard org, from the repository (where the default mapping is)."""
     fake.objects["Lead"] = standard_lead_fields()
-    config = tmp_path / "config.yaml"
-    config.write_text(f"""
-database: {{url: "sqlite:///{tmp_path / 'c.db'}"}}
-sources: {{leaditio: {{marketplace: leaditio, secrets: ["${{HOOK}}"]}}}}
-destinations:
-  sf: {{type: salesforce, auth: session, session_id: "${{SF_SID}}", instance_url: "{fake.url}"}}
-""")
-    monkeypatch.setenv("HOOK", "whsec_salesforce_check_0")
-    monkeypatch.setenv("SF_SID", fake.new_session())
-    monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
-    assert result.exit_code == 0, result.output
-    assert "created Lead.Lead_Score__c" in result.output
-
-
-def test_setup_without_the_tooling_api_says_so_and_how_to_finish_by_hand(fake: FakeSalesforce, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 16: a 404 from the Tooling API once read as a missing External ID field."""
-    fake.objects["Lead"] = standard_lead_fields()
-    fake.tooling_api = False
     config = tmp_path / "config.yaml"
     config.write_text(f"""
 database: {{url: "sqlite:///{tmp_path / 'c.db'}"}}
@@ -204,7 +184,21 @@ destinations:
     monkeypatch.setenv("HOOK", "a-long-enough-webhook-secret")
     monkeypatch.setenv("SF_SID", fake.new_session())
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
+    return CliRunner().invoke(main, ["--config", str(config), "crm", "setup", "sf"])
+
+
+def test_setup_through_the_cli_uses_the_default_mapping(fake: FakeSalesforce, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    result = crm_setup_through_the_cli(fake, tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "created Lead.Lead_Score__c" in result.output
+
+
+def test_setup_without_the_tooling_api_says_so_and_how_to_finish_by_hand(fake: FakeSalesforce, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: a 404 from the Tooling API once read as a missing External ID field."""
+    fake.tooling_api = False
+    result = crm_setup_through_the_cli(fake, tmp_path, monkeypatch)
     assert result.exit_code == 1
     out = " ".join(result.output.split())
     assert "Tooling API is not available to the connector's user" in out
