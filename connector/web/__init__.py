@@ -44,28 +44,24 @@ def receive(source: str) -> Any:
     try:
         body = request.get_data(cache=False)
     except (OSError, ParseException) as exc:  # e.g. gunicorn's InvalidChunkSize for broken chunked framing
-        metrics.REJECTED.labels(source, "invalid_request").inc()
-        log.warning("webhook to %s refused: the body could not be read: %s", source, exc, extra={"source": source, "outcome": "refused"})
-        return problem(400, "invalid_request", "the body could not be read (broken chunked encoding?)")
+        return _refused(source, 400, "invalid_request", "the body could not be read (broken chunked encoding?)",
+                        f"the body could not be read: {exc}")
     if len(body) > limit:
         return _too_large(source, limit)
     secret_index = marketplace.verify(body, request.headers)
     if secret_index is None:
         reason = "missing" if not request.headers.get(marketplace.signature_header) else "invalid"
-        metrics.REJECTED.labels(source, "unauthorized").inc()
-        log.warning("webhook to %s refused: %s %s", source, reason, marketplace.signature_header, extra={"source": source, "outcome": "refused"})
-        return problem(401, "unauthorized", f"{reason} {marketplace.signature_header}")
+        return _refused(source, 401, "unauthorized", f"{reason} {marketplace.signature_header}")
     try:
         event = marketplace.parse(body)
     except InvalidPayload as exc:
-        metrics.REJECTED.labels(source, "invalid_request").inc()
-        log.warning("webhook to %s refused: %s", source, exc, extra={"source": source, "outcome": "refused"})
-        return problem(400, "invalid_request", str(exc))
+        return _refused(source, 400, "invalid_request", str(exc))
     try:
         recorded = intake.accept(runtime.config, runtime.store, event, body, secret_index)
     except StoreUnavailable as exc:
         metrics.REJECTED.labels(source, "unavailable").inc()
-        log.error("webhook to %s not stored (the sender will retry): %s", source, exc, extra={"source": source, "outcome": "unavailable"})
+        log.error("webhook to %s not stored (the sender will retry): %s", source, exc,
+                  extra={"source": source, "outcome": "unavailable"})
         return problem(503, "unavailable", "the connector cannot store events right now; retry later")
     if recorded.duplicate:
         metrics.DUPLICATES.labels(source).inc()
@@ -80,6 +76,13 @@ def receive(source: str) -> Any:
              extra={"source": source, "event_type": event.event_type, "lead_id": event.lead_id,
                     "event_id": recorded.event_id, "outcome": status})
     return jsonify(status=status, event_id=recorded.event_id, deliveries=recorded.deliveries)
+
+
+def _refused(source: str, status: int, code: str, message: str, why: str | None = None) -> tuple[Response, int]:
+    """A webhook the sender must fix: counted, logged once with why, answered `{"code","message"}`."""
+    metrics.REJECTED.labels(source, code).inc()
+    log.warning("webhook to %s refused: %s", source, why or message, extra={"source": source, "outcome": "refused"})
+    return problem(status, code, message)
 
 
 def _too_large(source: str, limit: int) -> tuple[Response, int]:
