@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import hypothesis.strategies as st
 import requests
 from click.testing import CliRunner
+from hypothesis import given, settings
 
 from connector.cli import main
 from connector.config import load_config
@@ -68,3 +70,16 @@ def test_redactor_takes_out_every_configured_secret_and_whitespace_variants():
     text = redact("a abcdefghijklmnop b padded-secret-value c short d x@y.co e 0821234567")
     assert text == "a [secret] b [secret] c short d [email] e [phone]"
     assert redact.secrets("x@y.co abcdefghijklmnop") == "x@y.co [secret]"
+
+
+@settings(max_examples=200, deadline=None)
+@given(secrets=st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=16, max_size=40),
+                        min_size=1, max_size=3),
+       around=st.lists(st.text(max_size=20), min_size=2, max_size=5))
+def test_no_configured_secret_survives_redaction_whatever_surrounds_it(secrets, around):
+    """Whatever text a CRM or a library wraps around secrets (the 16-character minimum start-up enforces),
+    none of them is left in a log line, a stored error or CLI output."""
+    text = secrets[0].join(around) + "".join(f" {s} " for s in secrets)
+    redacted = Redactor(secrets)(text)
+    for secret in secrets:
+        assert secret not in redacted
