@@ -27,6 +27,8 @@ from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdic
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
 from connector.store.history import LeadHistory, read_history
+from connector.store.people import PersonHasher
+from connector.store.reports import LeadFound, SecretUse
 from connector.store.schema import (
     ATTEMPTS_KEPT,
     DEAD,
@@ -40,7 +42,8 @@ from connector.store.schema import (
     lead_state,
 )
 
-__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "LeadHistory", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
+__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "LeadFound", "LeadHistory", "PersonHasher", "Recorded", "SecretUse",
+           "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -351,6 +354,24 @@ class Store:
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         with self._tx() as conn:
             return reports.one_delivery(conn, delivery_id)
+
+    def person_hasher(self) -> PersonHasher:
+        """The keyed hashes events are indexed by (store/people.py), for a search or an erasure by person."""
+        with self._tx() as conn:
+            return self._events.hasher(conn.connection.cursor())
+
+    def find_leads(self, *, lead_id: str | None = None, email: str | None = None, phone: str | None = None,
+                   limit: int = 50) -> list[LeadFound]:
+        """Leads with this id, email or phone (any format the phone normalises from), newest first."""
+        hasher = self.person_hasher()
+        with self._tx() as conn:
+            return reports.leads_matching(conn, lead_id=stored_lead_id(lead_id) if lead_id else None,
+                                          email_hash=hasher.email(email), phone_hash=hasher.phone(phone), limit=limit)
+
+    def secret_usage(self, window: float = 48 * 3600) -> dict[tuple[str, int], SecretUse]:
+        """Per (source, secret index): last use among kept events and uses in the last `window` seconds."""
+        with self._tx() as conn:
+            return reports.secret_usage(conn, time.time() - window)
 
     def requeue(self, *, delivery_ids: Sequence[int] | None = None, state: str | None = None,
                 destination: str | None = None, force: bool = False) -> int:

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.lead import InboundEvent
+from connector.store.people import SALT_KEY, PersonHasher
 from connector.store.schema import PENDING
 
 EVENT_COLUMNS = ("source", "event_key", "body_sha256", "event_type", "lead_id", "occurred_at", "stated_occurred_at",
-                 "received_at", "origin", "deliverable", "signature_index", "lead_json", "body")
+                 "received_at", "origin", "deliverable", "signature_index", "lead_json", "body",
+                 "email_hash", "phone_hash")
 DELIVERY_COLUMNS = ("event_id", "destination", "lead_key", "occurred_at", "state", "attempts", "next_attempt_at",
                     "force", "created_at", "updated_at")
 EVENT_KEY_LENGTH = 400  # the events.event_key and deliveries.lead_key columns
@@ -78,6 +80,18 @@ class EventLog:
         self.insert_event = insert("events", EVENT_COLUMNS) + " ON CONFLICT DO NOTHING RETURNING id"
         self.find_event = f"SELECT id FROM events WHERE source = {mark} AND (event_key = {mark} OR body_sha256 = {mark})"
         self.insert_delivery = insert("deliveries", DELIVERY_COLUMNS)
+        self.read_salt = f"SELECT value FROM store_meta WHERE key = {mark}"
+        self._hasher: PersonHasher | None = None
+
+    def hasher(self, cursor: Any) -> PersonHasher:
+        """The people lookup hasher, its salt read once from the database the migration made it in."""
+        if self._hasher is None:
+            cursor.execute(self.read_salt, (SALT_KEY,))
+            row = cursor.fetchall()
+            if not row:
+                raise RuntimeError("store_meta has no lookup salt: run `connector db upgrade`")
+            self._hasher = PersonHasher(str(row[0][0]))
+        return self._hasher
 
     def record(self, cursor: Any, event: InboundEvent, destinations: Sequence[str], body: bytes,
                signature_index: int | None) -> Recorded:
@@ -92,9 +106,10 @@ class EventLog:
         if not occurred_at <= now + self.future_tolerance:  # also NaN
             occurred_at, stated = now, (occurred_at if math.isfinite(occurred_at) else None)
         lead_id = stored_lead_id(event.lead_id) if event.lead_id else event.lead_id
+        email_hash, phone_hash = self.hasher(cursor).of_lead(event.lead)
         cursor.execute(self.insert_event, (  # in EVENT_COLUMNS order
             event.source, event_key, body_sha256, storable(event.event_type), lead_id, occurred_at, stated, now,
-            event.origin, event.deliverable, signature_index, _compact_json(event.lead), body))
+            event.origin, event.deliverable, signature_index, _compact_json(event.lead), body, email_hash, phone_hash))
         inserted = cursor.fetchall()  # to the end: SQLite commits only once no statement is running
         if not inserted:
             cursor.execute(self.find_event, (event.source, event_key, body_sha256))

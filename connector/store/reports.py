@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,3 +65,54 @@ def one_delivery(conn: Connection, delivery_id: int) -> dict[str, Any] | None:
              .join(events, events.c.id == deliveries.c.event_id).where(deliveries.c.id == delivery_id))
     row = conn.execute(query).first()
     return dict(row._mapping) if row else None
+
+
+@dataclass(frozen=True)
+class LeadFound:
+    """One lead a search found: enough to list it and open its story (`connector explain`)."""
+
+    source: str
+    lead_id: str | None
+    events: int
+    first_received_at: float
+    last_received_at: float
+
+
+def leads_matching(conn: Connection, *, lead_id: str | None = None, email_hash: str | None = None,
+                   phone_hash: str | None = None, limit: int = 50) -> list[LeadFound]:
+    """Leads whose id, email hash or phone hash is the one given (any of them), newest first."""
+    conditions = []
+    if lead_id:
+        conditions.append(events.c.lead_id == lead_id)
+    if email_hash:
+        conditions.append(events.c.email_hash == email_hash)
+    if phone_hash:
+        conditions.append(events.c.phone_hash == phone_hash)
+    if not conditions:
+        return []
+    last = sa.func.max(events.c.received_at)
+    rows = conn.execute(sa.select(events.c.source, events.c.lead_id, sa.func.count(), sa.func.min(events.c.received_at),
+                                  last)
+                        .where(sa.or_(*conditions)).group_by(events.c.source, events.c.lead_id)
+                        .order_by(last.desc()).limit(limit)).all()
+    return [LeadFound(source, lead, count, first, latest) for source, lead, count, first, latest in rows]
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """How one configured webhook secret of a source has been used (by `events.signature_index`)."""
+
+    source: str
+    index: int  # its position in the source's configured secrets
+    last_used: float | None  # None: not in the events kept (`db prune` deletes old ones)
+    uses_in_window: int
+
+
+def secret_usage(conn: Connection, since: float) -> dict[tuple[str, int], SecretUse]:
+    """Per (source, secret index) that verified any kept event: when last, and how often since `since`."""
+    recent = sa.func.sum(sa.case((events.c.received_at >= since, 1), else_=0))
+    rows = conn.execute(sa.select(events.c.source, events.c.signature_index, sa.func.max(events.c.received_at), recent)
+                        .where(events.c.signature_index.is_not(None))
+                        .group_by(events.c.source, events.c.signature_index)).all()
+    return {(source, int(index)): SecretUse(source, int(index), last, int(count or 0))
+            for source, index, last, count in rows}

@@ -7,6 +7,7 @@
 - `destination_health`: per destination, since when its deliveries keep failing transiently, and why.
 - `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
+- `store_meta`: values the database makes for itself once, such as the salt of the people lookup hashes.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -50,10 +51,14 @@ events = Table(
     Column("signature_index", Integer),
     Column("lead_json", Text, nullable=False),
     Column("body", LargeBinary),
+    Column("email_hash", String(64)),  # keyed hashes of the person (store/people.py): lookup without the value
+    Column("phone_hash", String(64)),
     UniqueConstraint("source", "event_key", name="uq_events_source_key"),
     UniqueConstraint("source", "body_sha256", name="uq_events_source_body"),
     Index("ix_events_source_lead", "source", "lead_id"),
     Index("ix_events_received", "received_at"),
+    Index("ix_events_email_hash", "email_hash"),
+    Index("ix_events_phone_hash", "phone_hash"),
 )
 
 deliveries = Table(
@@ -146,4 +151,10 @@ alert_state = Table(
     Column("key", String(200), primary_key=True),  # destination:NAME, pending:NAME, deadletters
     Column("state", String(100), nullable=False),  # the state last alerted (connector.alerts)
     Column("updated_at", Float, nullable=False),
+)
+
+store_meta = Table(
+    "store_meta", metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
 )
