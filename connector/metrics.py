@@ -25,6 +25,8 @@ DUPLICATES = Counter("connector_webhooks_duplicate", "Webhooks already stored (a
                      ["source"])
 DELIVERY_OUTCOMES = Counter("connector_delivery_outcomes", "Delivery attempts by outcome",
                             ["destination", "outcome"])
+RECONCILE_RECOVERED = Counter("connector_reconcile_recovered", "Leads a reconcile run found the marketplace had "
+                              "delivered but no webhook brought, and queued", ["source"])
 
 
 class QueueCollector(Collector):
