@@ -32,8 +32,10 @@ def advisory_key(job: str) -> int:
 class JobClaim:
     """A job this process runs now: renew it while running (SQLite), then `finish` or `abandon` it."""
 
-    def __init__(self, job: str, owner: str, lease: float, tx: Transaction, conn: Connection | None):
+    def __init__(self, job: str, owner: str, lease: float, tx: Transaction, conn: Connection | None,
+                 taken_at: float):
         self.job, self.owner, self.lease = job, owner, lease
+        self.taken_at = taken_at  # the run's start, as recorded
         self._tx = tx
         self._conn = conn  # PostgreSQL: the connection that holds the advisory lock
 
@@ -83,7 +85,7 @@ def take(engine: Engine, tx: Transaction, insert: Callable[..., Any], is_postgre
             runs.ensure_job(conn, insert, job, now)
             if not runs.take(conn, job, owner, now, lease):
                 return None
-        return JobClaim(job, owner, lease, tx, None)
+        return JobClaim(job, owner, lease, tx, None, now)
     with tx() as conn:  # cheap look first: most ticks find nothing due, and need no lock
         runs.ensure_job(conn, insert, job, now)
         if not runs.is_due(conn, job, now):
@@ -93,9 +95,10 @@ def take(engine: Engine, tx: Transaction, insert: Callable[..., Any], is_postgre
         got = lock.exec_driver_sql(f"SELECT pg_try_advisory_lock({advisory_key(job)})").scalar()
         lock.commit()
         if got:
+            now = time.time()
             with tx() as conn:  # due still? another process may have run it between our look and the lock
-                if runs.take(conn, job, owner, time.time(), None):
-                    return JobClaim(job, owner, lease, tx, lock)
+                if runs.take(conn, job, owner, now, None):
+                    return JobClaim(job, owner, lease, tx, lock, now)
             lock.exec_driver_sql(f"SELECT pg_advisory_unlock({advisory_key(job)})")
             lock.commit()
     except Exception:

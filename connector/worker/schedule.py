@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,7 +50,6 @@ class Scheduler:
         return ran
 
     def _run(self, job: Job, claim: JobClaim) -> None:
-        started = time.time()
         done = threading.Event()
         keeper = threading.Thread(target=self._keep, args=(job, claim, done), name=f"lease-{job.name}", daemon=True)
         keeper.start()
@@ -64,7 +62,7 @@ class Scheduler:
         finally:
             done.set()
             keeper.join()
-        if not claim.finish(started + job.every, state, summary):
+        if not claim.finish(claim.taken_at + job.every, state, summary):
             log.warning("scheduled job %s ran longer than its lease: another worker may have run it too", job.name)
 
     def _keep(self, job: Job, claim: JobClaim, done: threading.Event) -> None:
