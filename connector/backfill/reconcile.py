@@ -11,8 +11,9 @@ It *is* the backfill engine (`Backfill`), told three things: a lead we hold is n
 and the list is cut to the window. Cost: one list call per page of the window, plus one detail call per
 missing lead, through the same API client and rate budget as backfill.
 
-Each run (not a dry run) is recorded in `reconcile_runs`, counted in `connector_reconcile_recovered_total`,
-and a run that found a gap or failed is announced through the alerter.
+Each run (not a dry run) is recorded in `reconcile_runs`
+(`connector_reconcile_recovered_total` is read from there), and a run that found a gap or failed is
+announced through the alerter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from connector.backfill.engine import Backfill
 from connector.backfill.records import Counts, Job, Result
 from connector.errors import ConfigProblem
 from connector.lead import InboundEvent
-from connector.metrics import RECONCILE_RECOVERED
 from connector.runtime import Runtime
 from connector.sources.base import ListedPage, MarketplaceApi, event_time
 
@@ -139,10 +139,8 @@ class Reconcile(Backfill):
             raise
         self._fill(gap, result)
         self._record(gap)
-        if not self.dry_run:
-            RECONCILE_RECOVERED.labels(gap.source).inc(gap.recovered)
-            if gap.missing or gap.error:
-                self._alert(gap)
+        if not self.dry_run and (gap.missing or gap.error):
+            self._alert(gap)
         log.info("reconcile %s: %s", gap.source, gap.summary())
         return gap
 

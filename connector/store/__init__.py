@@ -421,9 +421,13 @@ class Store:
         with self._tx() as conn:
             return runs.recent_runs(conn, source, limit)
 
-    def latest_reconcile_runs(self) -> dict[str, dict[str, Any]]:
+    def latest_reconcile_runs(self, finished: bool = False) -> dict[str, dict[str, Any]]:
         with self._tx() as conn:
-            return runs.latest_runs(conn)
+            return runs.latest_runs(conn, finished)
+
+    def reconcile_recovered_totals(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return runs.recovered_totals(conn)
 
     def take_job(self, job: str, owner: str, lease: float) -> JobClaim | None:
         """Scheduled job `job`, if it is due and no other process runs it (see store/joblock.py)."""

@@ -80,16 +80,17 @@ def take(engine: Engine, tx: Transaction, insert: Callable[..., Any], is_postgre
          lease: float) -> JobClaim | None:
     """The job if it is due and no other process runs it now; None otherwise."""
     now = time.time()
+    with tx() as conn:  # a read first: most looks find nothing due, and need no write and no lock
+        due = runs.due_at(conn, job)
+        if due is None:
+            runs.ensure_job(conn, insert, job, now)  # a job never seen before is due at once
+    if due is not None and due > now:
+        return None
     if not is_postgres:
         with tx() as conn:
-            runs.ensure_job(conn, insert, job, now)
             if not runs.take(conn, job, owner, now, lease):
                 return None
         return JobClaim(job, owner, lease, tx, None, now)
-    with tx() as conn:  # cheap look first: most ticks find nothing due, and need no lock
-        runs.ensure_job(conn, insert, job, now)
-        if not runs.is_due(conn, job, now):
-            return None
     lock = engine.connect()
     try:
         got = lock.exec_driver_sql(f"SELECT pg_try_advisory_lock({advisory_key(job)})").scalar()

@@ -47,23 +47,32 @@ def recent_runs(conn: Connection, source: str | None, limit: int) -> list[dict[s
     return [_run(row) for row in conn.execute(query.limit(limit))]
 
 
-def latest_runs(conn: Connection) -> dict[str, dict[str, Any]]:
-    """The newest run of each source."""
-    newest = (sa.select(sa.func.max(reconcile_runs.c.id)).group_by(reconcile_runs.c.source)).scalar_subquery()
+def latest_runs(conn: Connection, finished: bool = False) -> dict[str, dict[str, Any]]:
+    """The newest run of each source (with `finished`, the newest that finished)."""
+    newest = sa.select(sa.func.max(reconcile_runs.c.id)).group_by(reconcile_runs.c.source)
+    if finished:
+        newest = newest.where(reconcile_runs.c.finished_at.is_not(None))
     return {row.source: _run(row) for row in conn.execute(sa.select(reconcile_runs)
-                                                         .where(reconcile_runs.c.id.in_(newest)))}
+                                                         .where(reconcile_runs.c.id.in_(newest.scalar_subquery())))}
+
+
+def recovered_totals(conn: Connection) -> dict[str, int]:
+    """Leads recovered by all recorded runs, per source (the counter behind /metrics)."""
+    query = sa.select(reconcile_runs.c.source, sa.func.sum(reconcile_runs.c.recovered)).group_by(reconcile_runs.c.source)
+    return {source: int(total or 0) for source, total in conn.execute(query)}
 
 
 # --- scheduled jobs -------------------------------------------------------------------------------
 def ensure_job(conn: Connection, insert: Callable[..., Any], job: str, now: float) -> None:
-    """A job never seen before is due at once."""
+    """A job never seen before is due at once (several processes may insert it at once: one row)."""
     conn.execute(insert(scheduled_jobs).values(job=job, next_run_at=now, updated_at=now)
                  .on_conflict_do_nothing(index_elements=[scheduled_jobs.c.job]))
 
 
-def is_due(conn: Connection, job: str, now: float) -> bool:
+def due_at(conn: Connection, job: str) -> float | None:
+    """When `job` is next due; None if it has no row yet."""
     due = conn.execute(sa.select(scheduled_jobs.c.next_run_at).where(scheduled_jobs.c.job == job)).scalar()
-    return due is not None and due <= now
+    return None if due is None else float(due)
 
 
 def take(conn: Connection, job: str, owner: str, now: float, lease: float | None) -> bool:
