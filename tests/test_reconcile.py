@@ -274,3 +274,32 @@ def test_timeless_now_defaults_to_the_clock(tmp_path, database_url, key):
         assert reconcile(runtime, now=None, grace=120).listed == 0
         assert set(reconcile(runtime, now=None, grace=0).missing) == {"lead_000000"}
         assert time.time() - runtime.store.reconcile_runs()[0]["window_to"] < 60
+
+
+def test_leados_lists_whole_leads_so_a_gap_costs_no_detail_call(tmp_path, database_url):
+    from fakes.leados_api import FakeLeadOS
+
+    fake = FakeLeadOS(12, paging="cursor", api_key=f"ldo_test_{uuid.uuid4().hex}")
+    with fake.running():
+        sources = {"leados": {"marketplace": "leados", "secrets": ["${LEADITIO_WEBHOOK_SECRET}"],
+                              "api": {"base_url": fake.url, "api_key": "${LEADOS_API_KEY}", "retries": 2, "backoff": 0.01}}}
+        path = write_config(tmp_path, database_url, sources=sources, routes=[{"source": "leados",
+                                                                             "destination": "leads_file"}])
+        config = load_config(path, env={**ENV, "LEADOS_API_KEY": fake.api_key})
+        store = Store(config.database.url)
+        store.upgrade()
+        runtime = Runtime(config, store)
+        for item in fake.leads[:9]:
+            body = json.dumps({"event": "lead.delivered", "delivery_id": item["delivery_id"],
+                               "campaign_id": item["campaign_id"], "lead": item}).encode()
+            accept(config, store, runtime.marketplaces["leados"].parse(body), body)
+        now = 1_777_000_000 + 600 * 11 + 86400  # a day after the last delivery
+        api = runtime.marketplaces["leados"].api()
+        try:
+            gap = Reconcile(runtime, "leados", api, window=3 * 86400, now=now).reconcile()
+            again = Reconcile(runtime, "leados", api, window=3 * 86400, now=now).reconcile()
+        finally:
+            api.close()
+        assert set(gap.missing) == {"del_00009", "del_00010", "del_00011"} and gap.recovered == 3
+        assert gap.listed == 12 and gap.requests == 1 and dict(fake.requests).get("detail", 0) == 0
+        assert not again.missing and table_counts(store)[:2] == (12, 12)
