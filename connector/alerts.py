@@ -104,6 +104,15 @@ class Alerter:
         sent += self._dead_letters(states.get(DEAD_LETTERS), now)
         return sent
 
+    def announce(self, alert: Alert) -> bool:
+        """Send a one-off alert (a backfill or reconcile run that finished): the process that ran it sends
+        it once; no state is kept, and a failed send is logged, not retried."""
+        if self.send(alert):
+            log.info("alert sent: %s", alert.title)
+            return True
+        log.error("alert %r could not be sent", alert.title)
+        return False
+
     def _change(self, old: str | None, default: str, alert: Alert) -> list[Alert]:
         """Send `alert` if its state differs from the last one alerted and this process wins the change; a
         failed send puts the old state back, so the next check tries again."""

@@ -32,6 +32,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ReconcileConfig(Strict):
+    every: float = Field(default=900, gt=0, description="how often the worker compares the marketplace's "
+                                                          "delivered leads with what arrived")
+    window: float = Field(default=2 * 86400, gt=0, description="how far back each run looks (leads delivered "
+                                                                "within this much time)")
+    grace: float = Field(default=120, ge=0, description="leads delivered less than this long ago are left to "
+                                                        "their webhook, which may still be on its way")
+
+    @field_validator("every", "window", "grace", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
+
+
 class SourceConfig(Strict):
     marketplace: str = Field(description="leaditio, leados or leadnod")
     secrets: list[SecretStr] = Field(default_factory=list,
@@ -39,6 +53,9 @@ class SourceConfig(Strict):
     max_body_bytes: int | None = Field(default=None, gt=0, description="overrides server.max_body_bytes")
     events: list[str] | None = Field(default=None, description="event types to register webhooks for")
     api: dict[str, Any] | None = Field(default=None, description="the marketplace API (backfill, stats)")
+    reconcile: ReconcileConfig | None = Field(default=None, description="the worker checks on a schedule "
+                                              "that every lead the marketplace delivered arrived, and fetches any "
+                                              "that did not (needs the marketplace's API: Leaditio, LeadOS)")
 
     def secret_values(self) -> list[str]:
         return [s.get_secret_value() for s in self.secrets if s.get_secret_value()]
@@ -71,7 +88,7 @@ class RouteConfig(Strict):
         return True
 
 
-DURATIONS = ("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval")
+DURATIONS = ("lease", "retry_horizon", "backoff_base", "backoff_max", "config_retry", "poll_interval", "prune_every")
 
 
 class WorkerConfig(Strict):
@@ -82,14 +99,17 @@ class WorkerConfig(Strict):
     backoff_base: float = Field(default=5, gt=0, description="first retry after about this long, then doubling")
     backoff_max: float = Field(default=3600, gt=0, description="never wait longer than this between two tries")
     config_retry: float = Field(default=60, gt=0, description="how often a paused destination is tried again")
+    prune_every: float | None = Field(default=86400, gt=0,
+                                      description="how often the worker runs `db prune` (events older than "
+                                                  "server.dedupe_days); null: never (run it yourself)")
     breaker_threshold: int = Field(default=5, ge=1,
                                    description="transient failures in a row (5xx, timeouts) after which a destination "
                                                "is paused and probed with one delivery at a time until it answers")
 
     @field_validator(*DURATIONS, mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return seconds(value)
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else seconds(value)
 
 
 class ServerConfig(Strict):
@@ -191,6 +211,14 @@ def json_schema() -> dict[str, Any]:
         durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
         durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
                                     {"type": "string", "pattern": DURATION.pattern}]
+    durations["prune_every"] = {key: value for key, value in durations["prune_every"].items() if key != "anyOf"}
+    durations["prune_every"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                         {"type": "string", "pattern": DURATION.pattern}, {"type": "null"}]
+    reconcile = schema["$defs"]["ReconcileConfig"]["properties"]
+    for name in ("every", "window", "grace"):
+        reconcile[name] = {key: value for key, value in reconcile[name].items()
+                           if key not in ("type", "exclusiveMinimum", "minimum")}
+        reconcile[name]["anyOf"] = [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
     alerts = schema["$defs"]["AlertsConfig"]["properties"]
     for name in ("dead_letter_interval", "oldest_pending_after", "check_interval"):
         alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -66,6 +66,23 @@ class QueueCollector(Collector):
             if health["next_try"] is not None:
                 next_try.add_metric([name], health["next_try"])
         yield from (depth, age, states, dead, paused, failing, failures, since, next_try)
+        yield from self._reconcile()
+
+    def _reconcile(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """From `reconcile_runs`, so a run in any worker process on any machine counts (a scheduled run
+        happens in a worker process, which serves no /metrics of its own)."""
+        recovered = CounterMetricFamily("connector_reconcile_recovered", "Leads reconcile runs found the marketplace "
+                                        "had delivered but no webhook brought, and queued", labels=["source"])
+        missing = GaugeMetricFamily("connector_reconcile_last_missing", "Leads the last finished reconcile run "
+                                    "found missing", labels=["source"])
+        finished = GaugeMetricFamily("connector_reconcile_last_finished_seconds",
+                                     "Unix time the last reconcile run finished", labels=["source"])
+        for source, total in self.store.reconcile_recovered_totals().items():
+            recovered.add_metric([source], total)
+        for source, run in self.store.latest_reconcile_runs(finished=True).items():
+            missing.add_metric([source], run["missing"])
+            finished.add_metric([source], run["finished_at"])
+        yield from (recovered, missing, finished)
 
 
 def render(store: Store) -> bytes:

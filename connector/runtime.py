@@ -128,6 +128,9 @@ def check_settings(config: Config) -> dict[str, DestinationSettings]:
         api_model = MARKETPLACES[src.marketplace].ApiSettings
         if src.api is not None and api_model is not None:
             yamlfile.validate(doc, api_model, data=src.api, loc_prefix=("sources", name, "api"))
+        if src.reconcile is not None and not MARKETPLACES[src.marketplace].lists_leads:
+            raise doc.error(("sources", name, "reconcile"), f"the {src.marketplace} API has no list of delivered "
+                            "leads to reconcile with (Leaditio and LeadOS have one): remove reconcile:")
     for index, url in enumerate(config.alerts.urls):
         value = url.get_secret_value()
         if value and not known_url(value):

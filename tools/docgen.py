@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.cli import main as cli  # noqa: E402  (after the path, so a checkout runs it uninstalled)
-from connector.config import Config  # noqa: E402
+from connector.config import Config, ReconcileConfig  # noqa: E402
 from connector.destinations import DESTINATIONS  # noqa: E402
 from connector.sources import MARKETPLACES  # noqa: E402
 
@@ -102,6 +102,9 @@ def settings_page() -> str:
     source_model = Config.model_fields["sources"].annotation.__args__[1]
     out.append("## `sources.<name>`\n\nOne per marketplace account; served at `POST /webhooks/<name>`.\n\n"
                + _table(source_model, ""))
+    out.append("### `sources.<name>.reconcile`\n\nThe worker's scheduled reconcile of this source (see "
+               "[reconcile.md](reconcile.md)); Leaditio and LeadOS only.\n\n"
+               + _table(ReconcileConfig, "reconcile."))
     for name, cls in sorted(MARKETPLACES.items()):
         if cls.ApiSettings is not None:
             out.append(f"### `sources.<name>.api` for `marketplace: {name}`\n\n" + _table(cls.ApiSettings, ""))

@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any
 
+from connector.backfill.announce import backfill_alert
 from connector.backfill.records import Counts, Job, Progress, Result, Sample, Stop
 from connector.errors import ConfigProblem, ConnectorError, Permanent
 from connector.intake import destinations_for
@@ -50,6 +51,11 @@ STATE_VERSION = 1
 
 
 class Backfill:
+    # What a subclass (connector.backfill.reconcile) changes: the events' origin, and whether runs keep a
+    # checkpoint to resume from (a reconcile run is short and always starts over).
+    origin = "backfill"
+    checkpointed = True
+
     def __init__(self, runtime: Runtime, job: Job, api: MarketplaceApi, *, limit: int | None = None,
                  dry_run: bool = False, sample_size: int = 3, concurrency: int | None = None,
                  on_progress: Callable[[Progress], None] | None = None):
@@ -97,7 +103,18 @@ class Backfill:
             result.passes = state["pass"]
             result.failed_ids = list(state["failed_ids"])
             result.samples = self._samples
+        self._announce(result)
         return result
+
+    def _announce(self, result: Result) -> None:
+        """A backfill that finished (or stopped on an error) tells the team once, through the alerter."""
+        alerter = self.runtime.alerter
+        if alerter is None or self.dry_run or (not result.done and result.error is None):
+            return  # nothing configured, nothing written, or stopped at --limit (the operator is there)
+        try:
+            alerter.announce(backfill_alert(result))
+        except Exception:  # an alert must never turn a finished backfill into a failed one
+            log.exception("could not send the backfill alert")
 
     def _passes(self, state: dict[str, Any], counts: Counts, result: Result, executor: ThreadPoolExecutor) -> None:
         while True:
@@ -173,7 +190,7 @@ class Backfill:
             else:
                 counts.rechecked += 1
             stored = known.get(lead_id)
-            if stored is not None and not self.api.needs_detail(listed, stored):
+            if stored is not None and not self._needs_fetch(listed, stored):
                 unchanged.append(stored)
             else:
                 to_fetch.append((listed, stored))
@@ -187,6 +204,10 @@ class Backfill:
                 batch.append(item)
             self._progress(state, counts, job_counts, 1)
         return batch
+
+    def _needs_fetch(self, listed: dict[str, Any], stored: dict[str, Any]) -> bool:
+        """Whether a lead we hold must be fetched again (the list shows a newer version)."""
+        return self.api.needs_detail(listed, stored)
 
     def _fetched(self, listed: dict[str, Any], stored: dict[str, Any] | None, future: Future[InboundEvent | None],
                  state: dict[str, Any], counts: Counts) -> tuple[InboundEvent, list[str], bytes] | None:
@@ -211,9 +232,9 @@ class Backfill:
             return None
         counts.fetched += 1
         if stored is None:
-            event = replace(event, event_type=self.api.new_event_type, origin="backfill")
+            event = replace(event, event_type=self.api.new_event_type, origin=self.origin)
         else:
-            event = replace(event, event_type=self.api.updated_event_type, origin="backfill", occurred_at=time.time())
+            event = replace(event, event_type=self.api.updated_event_type, origin=self.origin, occurred_at=time.time())
         return self._enqueue(event, self._targets(event), counts)
 
     def _missing_destinations(self, stored_leads: list[dict[str, Any]], counts: Counts,
@@ -227,7 +248,7 @@ class Backfill:
             lead_id = str(stored["id"])
             occurred = event_time(stored.get("delivered_at"), stored.get("created_at")) or time.time()
             event = InboundEvent(source=self.job.source, event_key="", event_type=self.api.new_event_type, occurred_at=occurred,
-                                 lead_id=lead_id, lead=stored, origin="backfill")
+                                 lead_id=lead_id, lead=stored, origin=self.origin)
             missing = [d for d in self._targets(event) if d not in have.get(lead_id, set())]
             if not missing:
                 if first_pass:
@@ -246,8 +267,8 @@ class Backfill:
     def _enqueue(self, event: InboundEvent, targets: list[str], counts: Counts,
                  ) -> tuple[InboundEvent, list[str], bytes]:
         digest = hashlib.sha256(json.dumps(event.lead, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        event = replace(event, event_key=f"backfill:{event.lead_id}:{digest[:20]}:{','.join(sorted(targets))}")
-        body = json.dumps({"origin": "backfill", "job": self.job.key, "destinations": sorted(targets),
+        event = replace(event, event_key=f"{self.origin}:{event.lead_id}:{digest[:20]}:{','.join(sorted(targets))}")
+        body = json.dumps({"origin": self.origin, "job": self.job.key, "destinations": sorted(targets),
                            "lead": event.lead}, sort_keys=True, separators=(",", ":")).encode()
         if not targets:
             counts.skipped += 1
@@ -265,7 +286,7 @@ class Backfill:
             counts.deliveries += sum(len(targets) for _, targets, _ in batch)
             return
         state["counts"] = asdict(counts)
-        checkpoint = (self.job.source, self.job.key, self.job.params, state, done)
+        checkpoint = (self.job.source, self.job.key, self.job.params, state, done) if self.checkpointed else None
         recorded = self.store.record_events(batch, checkpoint=checkpoint)
         for (_, targets, _), outcome in zip(batch, recorded, strict=True):
             if not targets:
@@ -275,7 +296,7 @@ class Backfill:
             else:
                 counts.enqueued += 1
                 counts.deliveries += outcome.deliveries
-        if batch:
+        if batch and checkpoint is not None:
             # Only now do we know what the store made of the page; a crash between the two writes
             # costs nothing but these counters.
             state["counts"] = asdict(counts)
@@ -285,7 +306,7 @@ class Backfill:
         fresh = {"version": STATE_VERSION, "pass": 1, "resume": None, "total": None, "last_ids": [],
                  "list_changed": False, "done_in_pass": 0, "page_offset": 0, "counts": asdict(Counts()),
                  "failed_ids": [], "started_at": time.time()}
-        if self.dry_run:
+        if self.dry_run or not self.checkpointed:
             return fresh, False
         saved = self.store.checkpoint(self.job.source, self.job.key)
         if restart or saved is None or saved["done"] or saved["state"].get("version") != STATE_VERSION:

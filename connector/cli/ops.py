@@ -35,6 +35,8 @@ def status(ctx: Context, as_json: bool) -> None:
         pause["reason"] = redact(pause["reason"] or "")
     for health in report["health"].values():
         health["last_error"] = redact(health["last_error"] or "")
+    report["reconcile"] = ctx.store.latest_reconcile_runs()
+    report["scheduled_jobs"] = ctx.store.scheduled_jobs()
     if as_json:
         click.echo(redact(json.dumps(report, indent=2, default=str)))
         return
@@ -55,6 +57,36 @@ def status(ctx: Context, as_json: bool) -> None:
             note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {escape(pause['reason'])}[/]"
         table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
     console.print(table)
+    for line in schedule_lines(ctx, report["reconcile"], report["scheduled_jobs"], now):
+        console.print(line, highlight=False)
+
+
+def schedule_lines(ctx: Context, runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]],
+                   now: float) -> list[str]:
+    """One line per source with a reconcile run or schedule (its last run and what it found), one per other job."""
+    lines = []
+    for name, source in ctx.config.sources.items():
+        run, job = runs.get(name), jobs.get(f"reconcile:{name}")
+        if run is None and source.reconcile is None:
+            continue
+        every = f"every {age(source.reconcile.every)}" if source.reconcile else "not scheduled"
+        if run is None:
+            lines.append(f"reconcile {name} ({every}): no run yet")
+            continue
+        when = f"{age(now - run['started_at'])} ago ({run['trigger']})"
+        if run["state"] == "running":
+            lines.append(f"reconcile {name} ({every}): running since {when}")
+            continue
+        colour = "red" if run["state"] == "failed" else "yellow" if run["missing"] else "green"
+        nxt = f"; next in {age(max(0.0, job['next_run_at'] - now))}" if job and source.reconcile else ""
+        lines.append(f"reconcile {name} ({every}): last run {when}: [{colour}]{escape(run['summary'] or '')}[/]{nxt}")
+    for key, job in sorted(jobs.items()):
+        if key.startswith("reconcile:"):
+            continue
+        last = (f"last run {age(now - job['last_started_at'])} ago: {escape(job['last_summary'] or '')}"
+                if job["last_started_at"] else "no run yet")
+        lines.append(f"{key}: {last}; next in {age(max(0.0, job['next_run_at'] - now))}")
+    return lines
 
 
 @main.group()

@@ -75,6 +75,7 @@ class Marketplace(ABC):
     deliverable_events: ClassVar[frozenset[str]]  # event types that go on to destinations
     lead_fields: ClassVar[tuple[str, ...]] = ()  # canonical fields beyond connector.lead.CORE_LEAD_FIELDS
     ApiSettings: ClassVar[type[BaseModel] | None] = None  # the `api:` block of this source, if any
+    lists_leads: ClassVar[bool] = False  # its API lists delivered leads (backfill and reconcile need that)
 
     def __init__(self, source_name: str, config: SourceConfig):
         self.source_name = source_name

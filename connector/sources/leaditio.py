@@ -151,6 +151,7 @@ class Leaditio(Marketplace):
     signature_header = "X-Leaditio-Signature"
     deliverable_events = frozenset({"lead.new", "lead.updated"})
     ApiSettings = ApiSettings
+    lists_leads = True
 
     def api(self) -> LeaditioApi:
         settings: ApiSettings = self.api_settings()

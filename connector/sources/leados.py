@@ -85,6 +85,7 @@ class LeadOS(Marketplace):
         "linkedin_url", "intent_summary", "enrichment_level", "credits_consumed",
     )
     ApiSettings = LeadOSApiSettings
+    lists_leads = True
 
     def sign(self, secret: str, body: bytes) -> str:
         """LeadOS prefixes the hex HMAC-SHA256 with the algorithm: `sha256=<hex>`."""

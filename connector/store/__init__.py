@@ -21,12 +21,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate, checkpoints, reports
+from connector.store import alertstate, checkpoints, joblock, reports, runs
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
 from connector.store.history import LeadHistory, read_history
+from connector.store.joblock import JobClaim
 from connector.store.people import PersonHasher
 from connector.store.reports import LeadFound, SecretUse
 from connector.store.schema import (
@@ -42,8 +43,8 @@ from connector.store.schema import (
     lead_state,
 )
 
-__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "LeadFound", "LeadHistory", "PersonHasher", "Recorded", "SecretUse",
-           "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
+__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "PersonHasher", "Recorded",
+           "SecretUse", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -425,3 +426,34 @@ class Store:
     def delete_checkpoint(self, source: str, job_key: str) -> None:
         with self._tx() as conn:
             checkpoints.delete(conn, source, job_key)
+
+    # --- reconcile runs and scheduled jobs (store/runs.py, store/joblock.py) ---------------
+    def start_reconcile_run(self, source: str, trigger: str, window_from: float, window_to: float) -> int:
+        with self._tx() as conn:
+            return runs.start_run(conn, source, trigger, window_from, window_to)
+
+    def finish_reconcile_run(self, run_id: int, **outcome: Any) -> None:
+        """`outcome`: listed, missing, recovered, state, error (redacted), summary, missing_ids."""
+        with self._tx() as conn:
+            runs.finish_run(conn, run_id, **outcome)
+
+    def reconcile_runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest reconcile runs first (of one source, or all): for `status`, alerts and a console."""
+        with self._tx() as conn:
+            return runs.recent_runs(conn, source, limit)
+
+    def latest_reconcile_runs(self, finished: bool = False) -> dict[str, dict[str, Any]]:
+        with self._tx() as conn:
+            return runs.latest_runs(conn, finished)
+
+    def reconcile_recovered_totals(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return runs.recovered_totals(conn)
+
+    def take_job(self, job: str, owner: str, lease: float) -> JobClaim | None:
+        """Scheduled job `job`, if it is due and no other process runs it (see store/joblock.py)."""
+        return joblock.take(self.engine, self._tx, self._insert, self.is_postgres, job, owner, lease)
+
+    def scheduled_jobs(self) -> dict[str, dict[str, Any]]:
+        with self._tx() as conn:
+            return runs.jobs(conn)

@@ -8,6 +8,9 @@
 - `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
 - `store_meta`: values the database makes for itself once, such as the salt of the people lookup hashes.
+- `alert_state`: the state each alert was last sent for (connector.alerts).
+- `reconcile_runs`: each comparison of a marketplace's delivered leads with the stored events.
+- `scheduled_jobs`: per job the worker runs on a schedule, when it is next due and who runs it now.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -157,4 +160,36 @@ store_meta = Table(
     "store_meta", metadata,
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+reconcile_runs = Table(
+    "reconcile_runs", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(100), nullable=False),
+    Column("trigger", String(20), nullable=False),  # "command" (connector reconcile) or "schedule" (the worker)
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),  # None while running (or if its process died)
+    Column("window_from", Float, nullable=False),  # leads delivered in [window_from, window_to] were compared
+    Column("window_to", Float, nullable=False),
+    Column("listed", Integer, nullable=False, default=0),  # leads the marketplace lists in the window
+    Column("missing", Integer, nullable=False, default=0),  # of those, never received by webhook
+    Column("recovered", Integer, nullable=False, default=0),  # of those, fetched and queued by this run
+    Column("state", String(20), nullable=False),  # running, ok, failed
+    Column("error", Text),  # redacted
+    Column("summary", Text),  # the gap in words ("3 leads delivered on 2026-05-20 never reached us ...")
+    Column("missing_ids", Text),  # JSON: the first lead ids found missing (ids only, no personal data)
+    Index("ix_reconcile_runs_source", "source", "started_at"),
+)
+
+scheduled_jobs = Table(
+    "scheduled_jobs", metadata,
+    Column("job", String(200), primary_key=True),  # e.g. reconcile:leaditio, prune
+    Column("next_run_at", Float, nullable=False),
+    Column("owner", String(200)),  # the worker running it now
+    Column("lease_until", Float),  # SQLite: the run is the owner's until then (renewed while it runs)
+    Column("last_started_at", Float),
+    Column("last_finished_at", Float),
+    Column("last_state", String(20)),  # ok or failed
+    Column("last_summary", Text),
+    Column("updated_at", Float, nullable=False),
 )

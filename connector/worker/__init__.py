@@ -36,6 +36,8 @@ from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 from connector.timeutil import iso
+from connector.worker.jobs import scheduled_jobs
+from connector.worker.schedule import Scheduler
 
 log = logging.getLogger("connector.worker")
 OUTAGE = "outage"  # the pause kind of a destination whose deliveries keep failing (the circuit breaker)
@@ -317,12 +319,20 @@ class Worker:
 
 
 def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[threading.Thread]:
-    """Start `threads` workers in this process; each has its own destination clients."""
+    """Start `threads` workers in this process, each with its own destination clients, and the scheduler
+    thread for the scheduled jobs (reconcile, prune; connector.worker.jobs), if any are configured."""
     base = f"{socket.gethostname()}:{os.getpid()}"
     started = []
     for index in range(threads):
         worker = Worker(runtime, owner=f"{base}:{index}:{uuid.uuid4().hex[:4]}")
         thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{index}", daemon=True)
+        thread.start()
+        started.append(thread)
+    jobs = scheduled_jobs(runtime)
+    if jobs:
+        scheduler = Scheduler(runtime.store, jobs, f"{base}:scheduler:{uuid.uuid4().hex[:4]}",
+                              redact=runtime.redactor)
+        thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
         thread.start()
         started.append(thread)
     return started
