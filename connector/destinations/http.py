@@ -10,9 +10,10 @@ import hashlib
 import hmac
 import json
 from typing import Literal
+from urllib.parse import quote
 
 import requests
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from connector.destinations.base import Destination, DestinationSettings
 from connector.errors import classify, network_error, parse_retry_after
@@ -29,6 +30,16 @@ class Settings(DestinationSettings):
     signing_secret: str | None = Field(default=None, description="HMAC-SHA256 the body with this (${ENV_VAR})")
     signature_header: str = "X-Connector-Signature"
     ca_bundle: str | None = Field(default=None, description="CA file for a private certificate authority")
+    record_url: str | None = Field(default=None,
+                                   description="a lead's page in the CRM, with {id} for the id the CRM answered, "
+                                               "e.g. https://crm.example.com/leads/{id} (speed-to-lead notices)")
+
+    @field_validator("record_url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and "{id}" not in value:
+            raise ValueError("write {id} where the CRM's record id goes, e.g. https://crm.example.com/leads/{id}")
+        return value
 
 
 class HttpDestination(Destination):
@@ -64,6 +75,10 @@ class HttpDestination(Destination):
         return Outcome(record.delivery_id, error=classify(
             "http", status=response.status_code, code=code, message=message,
             retry_after=parse_retry_after(response.headers.get("Retry-After"))))
+
+    def record_url(self, crm_id: str) -> str | None:
+        template = self.settings.record_url
+        return template.replace("{id}", quote(crm_id, safe="")) if template else None
 
     def close(self) -> None:
         self.session.close()
