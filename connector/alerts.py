@@ -4,7 +4,8 @@ Sent once per change of state, never per retry: a destination starts failing or 
 recovers), new dead letters (one alert per interval, counted by error code), a destination's oldest
 pending lead waiting too long (and when that clears). States are read from the store and the last one
 alerted is kept there (`alert_state`, compare and set), so any number of worker processes send each
-change once. Each alert names the destination or lead and the command that explains it.
+change once. Each alert names the destination or lead and the command that explains it. A webhook
+secret that has become safe to retire during a rotation is announced too (connector.rotation).
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import apprise
 
 from connector.config import AlertsConfig
+from connector.rotation import SecretSignal, signals
 from connector.store import Backlog, DeadLetters, Store
-from connector.timeutil import iso
+from connector.timeutil import duration, iso
 
 log = logging.getLogger("connector.alerts")
 OK, FAILING, LATE = "ok", "failing", "late"
+RETIRE, IN_USE, QUIET = "retire", "in_use", "quiet"  # a webhook secret's states (connector.rotation)
 DEAD_LETTERS = "deadletters"
 _TYPES = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
           "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}
@@ -63,19 +66,12 @@ def known_url(url: str) -> bool:
     return bool(apprise.Apprise().add(url))
 
 
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
 class Alerter:
-    def __init__(self, store: Store, settings: AlertsConfig, destinations: list[str], send: Sender):
+    def __init__(self, store: Store, settings: AlertsConfig, destinations: list[str], send: Sender,
+                 secrets: Mapping[str, list[str]] | None = None):
+        """`secrets`: per source, a label for each webhook secret (`rotation.labels`), for the retirement alerts."""
         self.store, self.settings, self.destinations, self.send = store, settings, destinations, send
+        self.secrets = dict(secrets or {})
         self._lock = threading.Lock()  # worker threads share one alerter: one of them checks at a time
         self._next_check = 0.0
 
@@ -102,7 +98,42 @@ class Alerter:
             alert = self._backlog(name, backlogs.get(name), now)
             sent += self._change(states.get(alert.key), OK, alert)
         sent += self._dead_letters(states.get(DEAD_LETTERS), now)
+        sent += self.check_secrets(states, now)
         return sent
+
+    def check_secrets(self, states: dict[str, str], now: float) -> list[Alert]:
+        """Per webhook secret of a source with several: an alert when it becomes safe to retire, and when one
+        that was is used again; other changes (a new secret adopted, uses pruned) are only recorded."""
+        rotating = {source: names for source, names in self.secrets.items() if len(names) > 1}
+        if not rotating:
+            return []
+        found = signals(rotating, self.store.secret_usage(self.settings.secret_unused_after, now=now), now,
+                        self.settings.secret_unused_after)
+        sent: list[Alert] = []
+        for signal in found:
+            old = states.get(signal.key)
+            state = RETIRE if signal.safe_to_retire else IN_USE if signal.recent_uses else QUIET
+            if state == RETIRE or (old == RETIRE and state == IN_USE):
+                sent += self._change(old, IN_USE, self._secret(signal, state))
+            elif state != (old or IN_USE):
+                self.store.swap_alert_state(signal.key, old, state)
+        current = {signal.key for signal in found}
+        for key, old in states.items():  # a secret removed from the config: forget that it could be retired
+            if key.startswith("secret:") and key not in current and old == RETIRE:
+                self.store.swap_alert_state(key, old, QUIET)
+        return sent
+
+    def _secret(self, signal: SecretSignal, state: str) -> Alert:
+        where = f"secret #{signal.number} of {signal.source} ({signal.label})"
+        explain = "Explain: connector status (console: /console/secrets)"
+        if state == RETIRE:
+            return Alert(signal.key, RETIRE, "info", f"Webhook {where} can be retired",
+                         f"Webhook {where}: {signal.why}.\nRemove it from sources.{signal.source}.secrets (and "
+                         f"unset its variable), then restart.\n{explain}")
+        return Alert(signal.key, IN_USE, "warning", f"Webhook {where} is in use again",
+                     f"Webhook {where} verified {signal.recent_uses} webhook(s) again after it looked safe to "
+                     f"retire: keep it in sources.{signal.source}.secrets until the marketplace signs only with "
+                     f"the new one.\n{explain}")
 
     def _change(self, old: str | None, default: str, alert: Alert) -> list[Alert]:
         """Send `alert` if its state differs from the last one alerted and this process wins the change; a

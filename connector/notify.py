@@ -19,11 +19,11 @@ from typing import Any
 
 import apprise
 
-from connector.alerts import duration
 from connector.config import NotifyConfig, RouteConfig
 from connector.logs import Redactor
 from connector.metrics import NOTICES
 from connector.store import Claimed
+from connector.timeutil import duration
 
 log = logging.getLogger("connector.notify")
 QUEUE_SIZE = 1000  # notices waiting for the channel; beyond this they are dropped (and counted)

@@ -22,6 +22,7 @@ from connector.errors import ConfigError
 from connector.logs import Redactor, install
 from connector.mapping import Mapping, load_mapping
 from connector.notify import Notifier
+from connector.rotation import labels
 from connector.sources import MARKETPLACES, Marketplace
 from connector.store import Store
 
@@ -88,7 +89,7 @@ class Runtime:
         if not urls:
             return None
         return Alerter(self.store, self.config.alerts, list(self.config.destinations),
-                       AppriseSender(urls, self.redactor))
+                       AppriseSender(urls, self.redactor), secrets=labels(self.config))
 
     @cached_property
     def notifier(self) -> Notifier | None:

@@ -8,10 +8,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from connector.alerts import duration
 from connector.cli.app import Context, console, fail, main, pass_ctx
 from connector.explain import Story, build
-from connector.timeutil import iso
+from connector.timeutil import duration, iso
 
 DECISIONS = {
     "written": "written",

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate, checkpoints, reports, speed
+from connector.store import alertstate, checkpoints, reports, secretuse, speed
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
@@ -39,10 +39,11 @@ from connector.store.schema import (
     events,
     lead_state,
 )
+from connector.store.secretuse import SecretUse
 from connector.store.speed import LeadSpeed, RouteSpeed
 
 __all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "LeadHistory", "Recorded", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
-__all__ += ["LeadSpeed", "RouteSpeed"]
+__all__ += ["LeadSpeed", "RouteSpeed", "SecretUse"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -334,6 +335,12 @@ class Store:
     def dead_letters_between(self, since: float, until: float) -> dict[str, DeadLetters]:
         with self._tx() as conn:
             return alertstate.dead_letters(conn, since, until)
+
+    def secret_usage(self, window: float = 48 * 3600, now: float | None = None) -> dict[tuple[str, int], SecretUse]:
+        """Per (source, secret index): last use among kept events and uses in the `window` seconds before `now`."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            return secretuse.secret_usage(conn, now - window)
 
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:
