@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import apprise
 
@@ -159,14 +160,15 @@ class Alerter:
         if not failing:
             return Alert(key, OK, "success", f"Destination {name} recovered",
                          f"{name} accepts deliveries again; {waiting} and will be delivered in order. "
-                         "Check: connector status")
+                         "Check: connector status (console: /console/destinations)")
         lines = [f"Deliveries to {name} are failing; {waiting}. Leads are kept and retried, none are lost."]
         if health:
             lines.append(f"{health['failures']} failed tries in a row since {iso(health['failing_since'])}; "
                          f"last error: {health['last_error']}")
         if pause:
             lines.append(f"Paused until {iso(pause['until'])} ({pause['kind']}): {pause['reason']}")
-        lines.append(f"Explain: connector status (and connector deadletters list -d {name})")
+        lines.append(f"Explain: connector status (and connector deadletters list -d {name}); "
+                     "console: /console/destinations")
         return Alert(key, FAILING, "failure", f"Destination {name} is failing", "\n".join(lines))
 
     def _backlog(self, name: str, backlog: Backlog | None, now: float) -> Alert:
@@ -174,11 +176,11 @@ class Alerter:
         if backlog is None or now - backlog.oldest_created_at <= limit:
             return Alert(key, OK, "success", f"Leads for {name} no longer wait too long",
                          f"No lead for {name} has waited longer than {duration(limit)} any more. "
-                         "Check: connector status")
+                         "Check: connector status (console: /console/destinations)")
         return Alert(key, LATE, "warning", f"Leads for {name} wait too long",
                      f"The oldest of {backlog.pending} pending leads for {name} has waited "
                      f"{duration(now - backlog.oldest_created_at)} (the limit is {duration(limit)}).\n"
-                     "Explain: connector status")
+                     "Explain: connector status (console: /console/destinations)")
 
     def _dead_letters(self, old: str | None, now: float) -> list[Alert]:
         """At most one alert per interval: the dead letters since the end of the last one counted."""
@@ -205,7 +207,9 @@ def dead_letter_body(found: dict[str, DeadLetters], since: float, now: float) ->
     for name in sorted(found):
         item = found[name]
         codes = ", ".join(f"{code}: {count}" for code, count in sorted(item.by_code.items(), key=lambda c: -c[1]))
-        lines.append(f"{name}: {item.total} ({codes}). List them: connector deadletters list -d {name}")
-        lines += [f"  e.g. connector explain {lead} --source {source}" for source, lead in item.leads]
+        lines.append(f"{name}: {item.total} ({codes}). List them: connector deadletters list -d {name} "
+                     f"(console: /console/deadletters)")
+        lines += [f"  e.g. connector explain {lead} --source {source} (console: /console/leads/{quote(lead, safe='')})"
+                  for source, lead in item.leads]
     lines.append("Fix the cause, then: connector deadletters retry --all -d NAME")
     return "\n".join(lines)
