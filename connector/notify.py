@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import apprise
 
@@ -72,7 +73,8 @@ def compose(landed: Landed, settings: NotifyConfig, redact: Redactor) -> Notice:
     if landed.speed_to_lead is not None:
         lines.append(f"In the CRM {duration(landed.speed_to_lead)} after {item.source} delivered it")
     lead_id = _text(lead.get("id")) or item.lead_key.split(":", 1)[-1]
-    lines.append(f"Its story: connector explain {lead_id} --source {item.source} (console: /console/leads/{lead_id})")
+    lines.append(f"Its story: connector explain {lead_id} --source {item.source} "
+                 f"(console: /console/leads/{quote(lead_id, safe='')})")
     return Notice(redact.secrets(title), redact.secrets("\n".join(lines)))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connector.config import Config
+from connector.errors import ConfigError
 from connector.store import SecretUse
 from connector.timeutil import duration
 
@@ -42,15 +43,18 @@ class SecretSignal:
 
 def labels(config: Config) -> dict[str, list[str]]:
     """Per source, a name for each non-empty secret: its environment variable when the file names one."""
+    try:
+        variables = config.document.variables
+    except ConfigError:  # a config built in code, not read from a file
+        variables = {}
     out: dict[str, list[str]] = {}
     for name, source in config.sources.items():
         found = []
         for position, secret in enumerate(source.secrets):
             if not secret.get_secret_value():
                 continue
-            variables = config.document.variables.get(("sources", name, "secrets", position)) \
-                if config._document is not None else None
-            found.append(", ".join(variables) if variables else f"secret #{len(found) + 1}")
+            named = variables.get(("sources", name, "secrets", position))
+            found.append(", ".join(named) if named else f"secret #{len(found) + 1}")
         out[name] = found
     return out
 

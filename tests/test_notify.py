@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from connector.config import load_config
 from connector.errors import ConfigError
+from connector.metrics import render
 from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import DELIVERED
@@ -113,6 +114,9 @@ def test_a_new_lead_is_announced_once_with_its_link_tier_vertical_and_suburb_and
     assert update["speed_to_lead"] is None and update["written_at"] >= first["written_at"]
     assert f"In the CRM {first['speed_to_lead']:.0f} s after leaditio delivered it" in text
     assert histogram("leaditio", "crm_a") == before + 1  # the update is not observed
+    exposed = render(runtime.store).decode()
+    assert 'connector_speed_to_lead_seconds_bucket{destination="crm_a",le="60.0",source="leaditio"}' in exposed
+    assert 'connector_notices_total{destination="crm_a",outcome="sent"}' in exposed
 
     (route,) = runtime.store.speed_by_route()
     assert (route.source, route.destination, route.leads) == ("leaditio", "crm_a", 1)
