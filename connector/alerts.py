@@ -108,12 +108,12 @@ class Alerter:
         rotating = {source: names for source, names in self.secrets.items() if len(names) > 1}
         if not rotating:
             return []
-        found = signals(rotating, self.store.secret_usage(self.settings.secret_unused_after, now=now), now,
+        found = signals(rotating, self.store.secret_usage(self.settings.secret_unused_after), now,
                         self.settings.secret_unused_after)
         sent: list[Alert] = []
         for signal in found:
             old = states.get(signal.key)
-            state = RETIRE if signal.safe_to_retire else IN_USE if signal.recent_uses else QUIET
+            state = RETIRE if signal.safe_to_retire else IN_USE if signal.in_use else QUIET
             if state == RETIRE or (old == RETIRE and state == IN_USE):
                 sent += self._change(old, IN_USE, self._secret(signal, state))
             elif state != (old or IN_USE):

@@ -30,6 +30,7 @@ class SecretSignal:
     recent_uses: int  # within the threshold
     safe_to_retire: bool
     why: str
+    in_use: bool = False  # it verified a webhook within the threshold
 
     @property
     def number(self) -> int:
@@ -85,5 +86,6 @@ def signals(names: Mapping[str, list[str]], usage: Mapping[tuple[str, int], Secr
                 safe = True
                 why = (f"unused for {duration(now - mine)} while secret #{newer[0] + 1} verified webhooks since: safe "
                        f"to remove from sources.{source}.secrets")
-            out.append(SecretSignal(source, index, label, mine, recent, safe, why))
+            out.append(SecretSignal(source, index, label, mine, recent, safe, why,
+                                    in_use=mine is not None and now - mine < unused_after))
     return out

@@ -104,6 +104,7 @@ class ModelStore:
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
         self.uses: list[tuple[str, int, float]] = []
+        self.now = 0.0  # the store's clock (the real one reads time.time())
 
     def alert_states(self) -> dict[str, str]:
         return dict(self.states)
@@ -114,7 +115,8 @@ class ModelStore:
         self.states[key] = new
         return True
 
-    def secret_usage(self, window: float, now: float) -> dict[tuple[str, int], SecretUse]:
+    def secret_usage(self, window: float) -> dict[tuple[str, int], SecretUse]:
+        now = self.now
         out: dict[tuple[str, int], SecretUse] = {}
         for source, index, at in self.uses:
             old = out.get((source, index))
@@ -137,10 +139,11 @@ def test_secret_alerts_follow_the_changes_of_state_once_each(sequence, count):
     limit = 48 * HOUR
     alerter = Alerter(store, AlertsConfig(), [], lambda alert: sent.append(alert) or True,  # type: ignore[arg-type]
                       secrets={"rotating": ["A", "B", "C"][:count], "single": ["X"]})
-    now = 1_000_000.0
+    now = store.now = 1_000_000.0
     for kind, value in sequence:
         if kind == "wait":
             now += value
+            store.now = now
         elif value[1] < (count if value[0] == "rotating" else 1):
             store.uses.append((*value, now))
         before = len(sent)

@@ -38,7 +38,7 @@ def status(ctx: Context, as_json: bool) -> None:
         health["last_error"] = redact(health["last_error"] or "")
     window = ctx.config.alerts.secret_unused_after
     now = time.time()
-    secrets = signals(labels(ctx.config), ctx.store.secret_usage(window, now=now), now, window)
+    secrets = signals(labels(ctx.config), ctx.store.secret_usage(window), now, window)
     report["secrets"] = [{"source": s.source, "secret": s.number, "label": s.label, "last_used": iso(s.last_used),
                           "uses_in_window": s.recent_uses, "window_seconds": window,
                           "safe_to_retire": s.safe_to_retire, "why": s.why} for s in secrets]

@@ -336,11 +336,10 @@ class Store:
         with self._tx() as conn:
             return alertstate.dead_letters(conn, since, until)
 
-    def secret_usage(self, window: float = 48 * 3600, now: float | None = None) -> dict[tuple[str, int], SecretUse]:
-        """Per (source, secret index): last use among kept events and uses in the `window` seconds before `now`."""
-        now = time.time() if now is None else now
+    def secret_usage(self, window: float = 48 * 3600) -> dict[tuple[str, int], SecretUse]:
+        """Per (source, secret index): last use among kept events and uses in the last `window` seconds."""
         with self._tx() as conn:
-            return secretuse.secret_usage(conn, now - window)
+            return secretuse.secret_usage(conn, time.time() - window)
 
     # --- operations: status, dead letters, replay ----------------------------------------
     def status(self) -> dict[str, Any]:

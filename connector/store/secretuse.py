@@ -1,8 +1,8 @@
 """How each configured webhook secret has been used, from `events.signature_index`.
 
-Stand-in until the lead's `Store.secret_usage` (store/reports.py) lands; same record and meaning, so
-the two fold into one: `SecretUse` per (source, secret index), the last use among the kept events
-and the uses since a moment.
+A stand-in for main's `Store.secret_usage(window)` and `reports.SecretUse` (bbde5f1), written before that
+landed, with the same signature, record and meaning: when merging, delete this module and its
+`Store.secret_usage`, keep main's; `connector.rotation` and the alerts only need `connector.store.SecretUse`.
 """
 
 from __future__ import annotations
