@@ -63,6 +63,14 @@ class NotifyConfig(Strict):
     phone: bool = Field(default=False, description="include the lead's phone number (personal data: only for a "
                                                    "channel where every reader may see it)")
     email: bool = Field(default=False, description="include the lead's email address (personal data, as phone)")
+    max_age: float = Field(default=86400, gt=0,
+                           description="no notice for a lead the marketplace delivered longer ago than this (a "
+                                       "backfill of old leads would flood the channel); its speed is still recorded")
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
 
     def url_values(self) -> list[str]:
         return [u.get_secret_value() for u in self.urls if u.get_secret_value()]
@@ -220,6 +228,9 @@ def json_schema() -> dict[str, Any]:
         alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}
         alerts[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
                                  {"type": "string", "pattern": DURATION.pattern}]
+    notify = schema["$defs"]["NotifyConfig"]["properties"]
+    notify["max_age"] = {key: value for key, value in notify["max_age"].items() if key not in ("type", "exclusiveMinimum")}
+    notify["max_age"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 

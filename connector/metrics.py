@@ -30,7 +30,7 @@ SPEED_TO_LEAD = Histogram("connector_speed_to_lead_seconds",
                           "Seconds from the marketplace's delivery of a lead to its first write in the CRM",
                           ["source", "destination"],
                           buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400))
-NOTICES = Counter("connector_notices", "Speed-to-lead notices by outcome (sent, failed, dropped)",
+NOTICES = Counter("connector_notices", "Speed-to-lead notices by outcome (sent, failed, dropped, too_old)",
                   ["destination", "outcome"])
 
 

@@ -99,6 +99,9 @@ class Notifier:
 
     def landed(self, landed: Landed) -> None:
         for settings in self.settings_for(landed.item):
+            if landed.speed_to_lead is not None and landed.speed_to_lead > settings.max_age:
+                NOTICES.labels(landed.item.destination, "too_old").inc()  # a backfilled lead: no news to a rep
+                continue
             try:
                 self._queue.put_nowait((settings, landed))
             except queue.Full:

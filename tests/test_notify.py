@@ -76,6 +76,11 @@ def ago(seconds: float) -> str:
     return datetime.fromtimestamp(time.time() - seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
+def fresh(**lead: Any) -> dict[str, Any]:
+    """A lead the marketplace delivered a moment ago (the documented example's delivered_at is months old)."""
+    return leaditio_payload(**{"delivered_at": ago(5), **lead})
+
+
 def deliver(runtime: Runtime, *payloads: dict[str, Any]) -> Worker:
     with serve(create_app(runtime)) as url:
         for payload in payloads:
@@ -133,10 +138,23 @@ def test_a_new_lead_is_announced_once_with_its_link_tier_vertical_and_suburb_and
 
 def test_phone_and_email_are_in_the_notice_only_when_the_route_asks(tmp_path, database_url, fake_crm, channel):
     runtime = setup(tmp_path, database_url, http_crm(fake_crm.url), channel.url, phone=True, email=True)
-    deliver(runtime, leaditio_payload())
+    deliver(runtime, fresh())
     text = channel.bodies[0]["message"]
     assert "Phone: +27823456789" in text and "Email: thabo.m@gmail.com" in text
     assert "Thabo" not in text  # names are never sent
+
+
+def test_a_lead_delivered_by_the_marketplace_long_ago_lands_without_a_notice(tmp_path, database_url, fake_crm,
+                                                                             channel):
+    runtime = setup(tmp_path, database_url, http_crm(fake_crm.url), channel.url, name="crm_old", max_age="1h")
+    old = REGISTRY.get_sample_value("connector_notices_total", {"destination": "crm_old", "outcome": "too_old"}) or 0
+    deliver(runtime, leaditio_payload(lead_id="backfilled", delivered_at=ago(2 * 3600)), fresh(lead_id="new"))
+    assert [b["title"] for b in channel.bodies] == ["New hot solar lead in crm_old: Sandton"]
+    assert "explain new " in channel.bodies[0]["message"]
+    assert REGISTRY.get_sample_value("connector_notices_total",
+                                     {"destination": "crm_old", "outcome": "too_old"}) == old + 1
+    speeds = sorted(r["speed_to_lead"] for r in runtime.store.deliveries_query())
+    assert speeds[0] < 60 and speeds[1] >= 2 * 3600  # its speed is recorded all the same
 
 
 def test_a_slow_channel_never_holds_up_delivery_and_a_failing_one_is_counted_and_logged_redacted(
@@ -148,8 +166,8 @@ def test_a_slow_channel_never_holds_up_delivery_and_a_failing_one_is_counted_and
         runtime = setup(tmp_path, database_url, http_crm(fake_crm.url), f"json://{url.split('://')[1]}/{secret_part}")
         failed = REGISTRY.get_sample_value("connector_notices_total", {"destination": "crm", "outcome": "failed"}) or 0
         with serve(create_app(runtime)) as receiver:
-            post_webhook(receiver, leaditio_payload())
-            post_webhook(receiver, leaditio_payload(lead_id="lead_two"))
+            post_webhook(receiver, fresh())
+            post_webhook(receiver, fresh(lead_id="lead_two"))
         Worker(runtime).drain(timeout=20)
         # both leads are in the CRM while the channel still holds the first notice
         assert [r["state"] for r in runtime.store.deliveries_query()] == [DELIVERED, DELIVERED]
@@ -173,9 +191,9 @@ def test_hubspot_links_use_the_account_s_portal_and_ui_domain_asked_once(tmp_pat
             "host": url, "client_side_validation": True}, channel.url, name="hubspot",
             env={"HUBSPOT_ACCESS_TOKEN": token})
         runtime.destination("hubspot").setup(runtime.mapping("hubspot"))
-        second = leaditio_payload(lead_id="lead_two")
+        second = fresh(lead_id="lead_two")
         second["contact"] = {"phone": "+27821112222", "email": "lerato.k@example.com"}
-        deliver(runtime, leaditio_payload(), second)
+        deliver(runtime, fresh(), second)
         assert {r["state"] for r in runtime.store.deliveries_query()} == {DELIVERED}
         crm_ids = {r["lead_key"]: r["crm_id"] for r in runtime.store.deliveries_query()}
         lookups = [c for c in fake.calls if c[1] == "/account-info/v3/details"]
@@ -193,7 +211,7 @@ def test_a_configured_hubspot_portal_needs_no_lookup(tmp_path, database_url, cha
             "host": url, "portal_id": 777, "object": "contacts"}, channel.url, name="hubspot",
             env={"HUBSPOT_ACCESS_TOKEN": token})
         runtime.destination("hubspot").setup(runtime.mapping("hubspot"))
-        deliver(runtime, leaditio_payload())
+        deliver(runtime, fresh())
         assert not [c for c in fake.calls if c[1] == "/account-info/v3/details"]
     (crm_id,) = [r["crm_id"] for r in runtime.store.deliveries_query()]
     assert f"https://app.hubspot.com/contacts/777/record/0-1/{crm_id}" in channel.bodies[0]["message"]
