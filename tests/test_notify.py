@@ -260,3 +260,13 @@ def test_the_nearest_rank_percentile_has_that_share_at_or_under_it(values, fract
     assert value in ordered
     assert sum(v <= value for v in ordered) >= fraction * len(ordered)
     assert sum(v < value for v in ordered) < fraction * len(ordered)
+
+
+def test_worker_drain_sends_the_queued_notices_before_it_exits(tmp_path, database_url, fake_crm, channel,
+                                                               monkeypatch):
+    runtime = setup(tmp_path, database_url, http_crm(fake_crm.url), channel.url)
+    with serve(create_app(runtime)) as url:
+        post_webhook(url, fresh())
+    monkeypatch.setenv("SALES_CHANNEL_URL", channel.url)
+    cli_for(runtime.config.path)("worker", "--drain", "--timeout", "20")
+    assert [b["title"] for b in channel.bodies] == ["New hot solar lead in crm: Sandton"]
