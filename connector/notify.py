@@ -4,7 +4,8 @@ Optional per route (`routes[].notify`): the CRM link, tier, vertical and suburb;
 when the route says so. A lead's first delivery to a destination sends it, once the delivery is settled,
 from a thread of its own: a slow or failing channel never holds up or fails a delivery. A notice that
 cannot be sent is logged (redacted) and counted in `connector_notices_total`, and not tried again;
-notices still queued when a process stops are not sent (the delivery itself is safe in the store).
+a stopping worker gives queued notices up to 10 s, and drops the rest (the deliveries are safe in the
+store; a notice is not worth holding a deploy for).
 """
 
 from __future__ import annotations
