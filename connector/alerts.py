@@ -4,7 +4,8 @@ Sent once per change of state, never per retry: a destination starts failing or 
 recovers), new dead letters (one alert per interval, counted by error code), a destination's oldest
 pending lead waiting too long (and when that clears). States are read from the store and the last one
 alerted is kept there (`alert_state`, compare and set), so any number of worker processes send each
-change once. Each alert names the destination or lead and the command that explains it.
+change once. Each alert names the destination or lead and the command that explains it. A webhook
+secret that has become safe to retire during a rotation is announced too (connector.rotation).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import apprise
 
 from connector.config import AlertsConfig
+from connector.rotation import SecretSignal, signals
 from connector.store import Backlog, DeadLetters, Store
-from connector.timeutil import iso
+from connector.timeutil import duration, iso
 
 log = logging.getLogger("connector.alerts")
 OK, FAILING, LATE = "ok", "failing", "late"
+RETIRE, IN_USE, QUIET = "retire", "in_use", "quiet"  # a webhook secret's states (connector.rotation)
 DEAD_LETTERS = "deadletters"
 _TYPES = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
           "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}
@@ -63,19 +67,12 @@ def known_url(url: str) -> bool:
     return bool(apprise.Apprise().add(url))
 
 
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
 class Alerter:
-    def __init__(self, store: Store, settings: AlertsConfig, destinations: list[str], send: Sender):
+    def __init__(self, store: Store, settings: AlertsConfig, destinations: list[str], send: Sender,
+                 secrets: Mapping[str, list[str]] | None = None):
+        """`secrets`: per source, a label for each webhook secret (`rotation.labels`), for the retirement alerts."""
         self.store, self.settings, self.destinations, self.send = store, settings, destinations, send
+        self.secrets = dict(secrets or {})
         self._lock = threading.Lock()  # worker threads share one alerter: one of them checks at a time
         self._next_check = 0.0
 
@@ -102,6 +99,7 @@ class Alerter:
             alert = self._backlog(name, backlogs.get(name), now)
             sent += self._change(states.get(alert.key), OK, alert)
         sent += self._dead_letters(states.get(DEAD_LETTERS), now)
+        sent += self.check_secrets(states, now)
         return sent
 
     def announce(self, alert: Alert) -> bool:
@@ -112,6 +110,40 @@ class Alerter:
             return True
         log.error("alert %r could not be sent", alert.title)
         return False
+
+    def check_secrets(self, states: dict[str, str], now: float) -> list[Alert]:
+        """Per webhook secret of a source with several: an alert when it becomes safe to retire, and when one
+        that was is used again; other changes (a new secret adopted, uses pruned) are only recorded."""
+        rotating = {source: names for source, names in self.secrets.items() if len(names) > 1}
+        if not rotating:
+            return []
+        found = signals(rotating, self.store.secret_usage(self.settings.secret_unused_after), now,
+                        self.settings.secret_unused_after)
+        sent: list[Alert] = []
+        for signal in found:
+            old = states.get(signal.key)
+            state = RETIRE if signal.safe_to_retire else IN_USE if signal.in_use else QUIET
+            if state == RETIRE or (old == RETIRE and state == IN_USE):
+                sent += self._change(old, IN_USE, self._secret(signal, state))
+            elif state != (old or IN_USE):
+                self.store.swap_alert_state(signal.key, old, state)
+        current = {signal.key for signal in found}
+        for key, old in states.items():  # a secret removed from the config: forget that it could be retired
+            if key.startswith("secret:") and key not in current and old == RETIRE:
+                self.store.swap_alert_state(key, old, QUIET)
+        return sent
+
+    def _secret(self, signal: SecretSignal, state: str) -> Alert:
+        where = f"secret #{signal.number} of {signal.source} ({signal.label})"
+        explain = "Explain: connector status (console: /console/secrets)"
+        if state == RETIRE:
+            return Alert(signal.key, RETIRE, "info", f"Webhook {where} can be retired",
+                         f"Webhook {where}: {signal.why}.\nRemove it from sources.{signal.source}.secrets (and "
+                         f"unset its variable), then restart.\n{explain}")
+        return Alert(signal.key, IN_USE, "warning", f"Webhook {where} is in use again",
+                     f"Webhook {where} verified {signal.recent_uses} webhook(s) again after it looked safe to "
+                     f"retire: keep it in sources.{signal.source}.secrets until the marketplace signs only with "
+                     f"the new one.\n{explain}")
 
     def _change(self, old: str | None, default: str, alert: Alert) -> list[Alert]:
         """Send `alert` if its state differs from the last one alerted and this process wins the change; a
@@ -137,14 +169,15 @@ class Alerter:
         if not failing:
             return Alert(key, OK, "success", f"Destination {name} recovered",
                          f"{name} accepts deliveries again; {waiting} and will be delivered in order. "
-                         "Check: connector status")
+                         "Check: connector status (console: /console/destinations)")
         lines = [f"Deliveries to {name} are failing; {waiting}. Leads are kept and retried, none are lost."]
         if health:
             lines.append(f"{health['failures']} failed tries in a row since {iso(health['failing_since'])}; "
                          f"last error: {health['last_error']}")
         if pause:
             lines.append(f"Paused until {iso(pause['until'])} ({pause['kind']}): {pause['reason']}")
-        lines.append(f"Explain: connector status (and connector deadletters list -d {name})")
+        lines.append(f"Explain: connector status (and connector deadletters list -d {name}); "
+                     "console: /console/destinations")
         return Alert(key, FAILING, "failure", f"Destination {name} is failing", "\n".join(lines))
 
     def _backlog(self, name: str, backlog: Backlog | None, now: float) -> Alert:
@@ -152,11 +185,11 @@ class Alerter:
         if backlog is None or now - backlog.oldest_created_at <= limit:
             return Alert(key, OK, "success", f"Leads for {name} no longer wait too long",
                          f"No lead for {name} has waited longer than {duration(limit)} any more. "
-                         "Check: connector status")
+                         "Check: connector status (console: /console/destinations)")
         return Alert(key, LATE, "warning", f"Leads for {name} wait too long",
                      f"The oldest of {backlog.pending} pending leads for {name} has waited "
                      f"{duration(now - backlog.oldest_created_at)} (the limit is {duration(limit)}).\n"
-                     "Explain: connector status")
+                     "Explain: connector status (console: /console/destinations)")
 
     def _dead_letters(self, old: str | None, now: float) -> list[Alert]:
         """At most one alert per interval: the dead letters since the end of the last one counted."""
@@ -183,7 +216,9 @@ def dead_letter_body(found: dict[str, DeadLetters], since: float, now: float) ->
     for name in sorted(found):
         item = found[name]
         codes = ", ".join(f"{code}: {count}" for code, count in sorted(item.by_code.items(), key=lambda c: -c[1]))
-        lines.append(f"{name}: {item.total} ({codes}). List them: connector deadletters list -d {name}")
-        lines += [f"  e.g. connector explain {lead} --source {source}" for source, lead in item.leads]
+        lines.append(f"{name}: {item.total} ({codes}). List them: connector deadletters list -d {name} "
+                     f"(console: /console/deadletters)")
+        lines += [f"  e.g. connector explain {lead} --source {source} (console: /console/leads/{quote(lead, safe='')})"
+                  for source, lead in item.leads]
     lines.append("Fix the cause, then: connector deadletters retry --all -d NAME")
     return "\n".join(lines)

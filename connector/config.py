@@ -70,12 +70,39 @@ class DestinationConfig(BaseModel):
     batch_size: int | None = Field(default=None, gt=0, description="records per CRM call (capped at the CRM's limit)")
 
 
+class NotifyConfig(Strict):
+    """A speed-to-lead notice: a short message to the team's channel when a lead of this route lands in the CRM."""
+
+    urls: list[SecretStr] = Field(min_length=1,
+                                  description="where notices go, as Apprise URLs from the environment, e.g. "
+                                              "- ${SALES_CHANNEL_URL} (slack://, msteams://, mailto://, tgram://, "
+                                              "json:// for any webhook)")
+    phone: bool = Field(default=False, description="include the lead's phone number (personal data: only for a "
+                                                   "channel where every reader may see it)")
+    email: bool = Field(default=False, description="include the lead's email address (personal data, as phone)")
+    max_age: float = Field(default=86400, gt=0,
+                           description="no notice for a lead the marketplace delivered longer ago than this (a "
+                                       "backfill of old leads would flood the channel); its speed is still recorded")
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
+
+    def url_values(self) -> list[str]:
+        return [u.get_secret_value() for u in self.urls if u.get_secret_value()]
+
+
 class RouteConfig(Strict):
     source: str = Field(description="a name under sources:")
     destination: str = Field(description="a name under destinations:")
     events: list[str] | None = Field(default=None, description="only these event types")
     where: dict[str, Any] = Field(default_factory=dict,
                                   description="lead field path -> value or list of values")
+    notify: NotifyConfig | None = Field(default=None,
+                                        description="a speed-to-lead notice to a channel when a lead of this "
+                                                    "route first lands in the CRM (its link, tier, vertical, "
+                                                    "suburb)")
 
     def accepts(self, event_type: str, lead: dict[str, Any]) -> bool:
         if self.events is not None and event_type not in self.events:
@@ -143,8 +170,13 @@ class AlertsConfig(Strict):
                                            "(a pause counts at once)")
     check_interval: float = Field(default=30, gt=0,
                                   description="how often a worker process looks at the store for alerts")
+    secret_unused_after: float = Field(default=48 * 3600, gt=0,
+                                       description="while a source has several webhook secrets (a rotation), "
+                                                   "one unused this long, with another used since, is safe to "
+                                                   "retire: alerted, and shown by `status`")
 
-    @field_validator("dead_letter_interval", "oldest_pending_after", "check_interval", mode="before")
+    @field_validator("dead_letter_interval", "oldest_pending_after", "check_interval", "secret_unused_after",
+                     mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return seconds(value)
@@ -220,10 +252,13 @@ def json_schema() -> dict[str, Any]:
                            if key not in ("type", "exclusiveMinimum", "minimum")}
         reconcile[name]["anyOf"] = [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
     alerts = schema["$defs"]["AlertsConfig"]["properties"]
-    for name in ("dead_letter_interval", "oldest_pending_after", "check_interval"):
+    for name in ("dead_letter_interval", "oldest_pending_after", "check_interval", "secret_unused_after"):
         alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}
         alerts[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
                                  {"type": "string", "pattern": DURATION.pattern}]
+    notify = schema["$defs"]["NotifyConfig"]["properties"]
+    notify["max_age"] = {key: value for key, value in notify["max_age"].items() if key not in ("type", "exclusiveMinimum")}
+    notify["max_age"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 
@@ -249,7 +284,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config = yamlfile.validate(doc, Config)
     config.path = doc.path.resolve()
     config._document = doc
-    config._secrets = secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values())
+    notify_urls = [url for route in config.routes if route.notify for url in route.notify.url_values()]
+    config._secrets = secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values() + notify_urls)
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]

@@ -52,6 +52,8 @@ class Delivery:
     attempts: list[Attempt]
     crm_id: str | None = None
     last_error: str | None = None
+    written_at: float | None = None  # when the CRM last took it
+    speed_to_lead: float | None = None  # the lead's first delivery here: seconds from the marketplace's delivery
 
 
 @dataclass
@@ -170,7 +172,8 @@ def build(runtime: Runtime, lead_id: str, history: LeadHistory, *, show_personal
                     "no signature: fetched from the marketplace's API" if row["origin"] != "webhook" else
                     "not recorded")
         deliveries = [Delivery(d["id"], d["destination"], d["state"], [_attempt(a) for a in attempts.get(d["id"], [])],
-                               d["crm_id"], redact(d["last_error"] or "") or None)
+                               d["crm_id"], redact(d["last_error"] or "") or None, d.get("written_at"),
+                               d.get("speed_to_lead"))
                       for d in by_event.get(row["id"], [])]
         routes = route_decisions(config.routes, row["source"], row["event_type"], lead, destinations) \
             if row["deliverable"] else []

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -25,6 +25,13 @@ DUPLICATES = Counter("connector_webhooks_duplicate", "Webhooks already stored (a
                      ["source"])
 DELIVERY_OUTCOMES = Counter("connector_delivery_outcomes", "Delivery attempts by outcome",
                             ["destination", "outcome"])
+# From the marketplace's delivery of a lead to its first write in the CRM: a sales team's first minutes count.
+SPEED_TO_LEAD = Histogram("connector_speed_to_lead_seconds",
+                          "Seconds from the marketplace's delivery of a lead to its first write in the CRM",
+                          ["source", "destination"],
+                          buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400))
+NOTICES = Counter("connector_notices", "Speed-to-lead notices by outcome (sent, failed, dropped, too_old)",
+                  ["destination", "outcome"])
 
 
 class QueueCollector(Collector):

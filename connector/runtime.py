@@ -21,6 +21,8 @@ from connector.destinations import DESTINATIONS, Destination, DestinationSetting
 from connector.errors import ConfigError
 from connector.logs import Redactor, install
 from connector.mapping import Mapping, load_mapping
+from connector.notify import Notifier
+from connector.rotation import labels
 from connector.sources import MARKETPLACES, Marketplace
 from connector.store import Store
 
@@ -87,7 +89,14 @@ class Runtime:
         if not urls:
             return None
         return Alerter(self.store, self.config.alerts, list(self.config.destinations),
-                       AppriseSender(urls, self.redactor))
+                       AppriseSender(urls, self.redactor), secrets=labels(self.config))
+
+    @cached_property
+    def notifier(self) -> Notifier | None:
+        """None when no route asks for a speed-to-lead notice; the worker hands it what landed."""
+        if not any(route.notify for route in self.config.routes):
+            return None
+        return Notifier(self.config.routes, self.redactor)
 
     def destination(self, name: str) -> Destination:
         """A new client for destination `name` (each worker thread holds its own)."""
@@ -131,12 +140,15 @@ def check_settings(config: Config) -> dict[str, DestinationSettings]:
         if src.reconcile is not None and not MARKETPLACES[src.marketplace].lists_leads:
             raise doc.error(("sources", name, "reconcile"), f"the {src.marketplace} API has no list of delivered "
                             "leads to reconcile with (Leaditio and LeadOS have one): remove reconcile:")
-    for index, url in enumerate(config.alerts.urls):
-        value = url.get_secret_value()
+    urls: list[tuple[yamlfile.Loc, str]] = [(("alerts", "urls", i), u.get_secret_value())
+                                            for i, u in enumerate(config.alerts.urls)]
+    urls += [(("routes", r, "notify", "urls", i), u.get_secret_value())
+             for r, route in enumerate(config.routes) if route.notify for i, u in enumerate(route.notify.urls)]
+    for loc, value in urls:
         if value and not known_url(value):
-            names = doc.variables.get(("alerts", "urls", index))
+            names = doc.variables.get(loc)
             where = f"the URL in {', '.join(names)}" if names else "the URL"
-            raise doc.error(("alerts", "urls", index), f"{where} is not an alert URL Apprise knows (e.g. "
+            raise doc.error(loc, f"{where} is not an alert URL Apprise knows (e.g. "
                             "slack://..., msteams://..., mailto://..., tgram://..., json://host/path)")
     return settings
 

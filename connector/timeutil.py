@@ -40,3 +40,14 @@ def age(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+def duration(seconds: float) -> str:
+    """A duration for a message to people: `40 s`, `12 min`, `3.5 h`, `2.0 d`."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -271,6 +271,14 @@ class FakeHubSpot:
         def fake_stats() -> Any:
             return _json(self.stats(), 200)
 
+        @app.get("/account-info/v3/details")
+        def account_details() -> Any:
+            # The fields of HubSpot's answer (no scope needed beyond a valid token): https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/get-account-details
+            return _json({"portalId": PORTAL_ID, "accountType": "STANDARD", "timeZone": "Africa/Johannesburg",
+                          "companyCurrency": "ZAR", "additionalCurrencies": [], "utcOffset": "+02:00",
+                          "utcOffsetMilliseconds": 7200000, "uiDomain": "app-eu1.hubspot.com",
+                          "dataHostingLocation": "eu1"}, 200)
+
         @app.post("/crm/v3/objects/<object_type>/batch/upsert")
         def batch_upsert(object_type: str) -> Any:
             self._object(object_type)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.cli import main as cli  # noqa: E402  (after the path, so a checkout runs it uninstalled)
-from connector.config import Config, ReconcileConfig  # noqa: E402
+from connector.config import Config, NotifyConfig, ReconcileConfig  # noqa: E402
 from connector.destinations import DESTINATIONS  # noqa: E402
 from connector.sources import MARKETPLACES  # noqa: E402
 
@@ -116,6 +116,8 @@ def settings_page() -> str:
         out.append(f"### `type: {name}`\n\n" + _table(cls.Settings, "", skip=tuple(shared)))
     route_model = Config.model_fields["routes"].annotation.__args__[0]
     out.append("## `routes[]`\n\nWhich source's events go to which destination.\n\n" + _table(route_model, ""))
+    out.append("### `routes[].notify`\n\nA speed-to-lead notice for this route's new leads "
+               "(see [operations.md](operations.md#speed-to-lead-notices)).\n\n" + _table(NotifyConfig, "notify."))
     return "".join(out).rstrip() + "\n"
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
 from connector.explain import Story, build
-from connector.timeutil import iso
+from connector.timeutil import duration, iso
 
 DECISIONS = {
     "written": "written",
@@ -63,6 +63,9 @@ def show(story: Story) -> None:
         for delivery in event.deliveries:
             console.print(f"  delivery {esc(delivery.id)} to {esc(delivery.destination)}: [bold]{esc(delivery.state)}[/]"
                           + (f", CRM record {esc(delivery.crm_id)}" if delivery.crm_id else ""), highlight=False)
+            if delivery.speed_to_lead is not None:
+                console.print(f"    speed to lead: in the CRM {esc(duration(delivery.speed_to_lead))} after "
+                              f"{esc(event.source)} delivered it", highlight=False)
             for attempt in delivery.attempts:
                 request = attempt.request or {}
                 sent = (f" ({'update' if request.get('update') else 'create'}, batch of {request['batch']})"

@@ -16,8 +16,9 @@ from rich.table import Table
 from connector.cli.app import Context, console, fail, main, pass_ctx
 from connector.durations import seconds
 from connector.errors import ConfigError, ConnectorError
+from connector.rotation import labels, signals
 from connector.store.schema import DEAD, STATES
-from connector.timeutil import age, iso, parse_iso
+from connector.timeutil import age, duration, iso, parse_iso
 
 
 @main.command()
@@ -37,6 +38,12 @@ def status(ctx: Context, as_json: bool) -> None:
         health["last_error"] = redact(health["last_error"] or "")
     report["reconcile"] = ctx.store.latest_reconcile_runs()
     report["scheduled_jobs"] = ctx.store.scheduled_jobs()
+    window = ctx.config.alerts.secret_unused_after
+    now = time.time()
+    secrets = signals(labels(ctx.config), ctx.store.secret_usage(window), now, window)
+    report["secrets"] = [{"source": s.source, "secret": s.number, "label": s.label, "last_used": iso(s.last_used),
+                          "uses_in_window": s.recent_uses, "window_seconds": window,
+                          "safe_to_retire": s.safe_to_retire, "why": s.why} for s in secrets]
     if as_json:
         click.echo(redact(json.dumps(report, indent=2, default=str)))
         return
@@ -57,6 +64,13 @@ def status(ctx: Context, as_json: bool) -> None:
             note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {escape(pause['reason'])}[/]"
         table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
     console.print(table)
+    keys = Table("source", "webhook secret", "last used", f"uses in {duration(window)}", "retire?",
+                 title="webhook secrets (which one verifies the marketplace's webhooks)")
+    for signal in secrets:
+        verdict = "[green]safe to retire[/]" if signal.safe_to_retire else "keep"
+        keys.add_row(escape(signal.source), f"#{signal.number} {escape(signal.label)}", iso(signal.last_used) or "-",
+                     str(signal.recent_uses), f"{verdict}: {escape(signal.why)}")
+    console.print(keys)
     for line in schedule_lines(ctx, report["reconcile"], report["scheduled_jobs"], now):
         console.print(line, highlight=False)
 

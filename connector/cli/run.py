@@ -71,6 +71,7 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
         pass
     finally:
         stop.set()
+        _send_notices(ctx)
         log.info("stopped")
 
 
@@ -86,6 +87,7 @@ def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> No
     report_mapping_problems(ctx)
     if drain:
         Worker(ctx.runtime).drain(timeout=timeout)
+        _send_notices(ctx)
         return
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -96,7 +98,15 @@ def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> No
         pass
     for thread in started:
         thread.join(timeout=30)
+    _send_notices(ctx)
     log.info("worker stopped")
+
+
+def _send_notices(ctx: Context, timeout: float = 10.0) -> None:
+    """Speed-to-lead notices still queued go out before the process ends (for at most `timeout`)."""
+    notifier = ctx.runtime.notifier
+    if notifier is not None and not notifier.flush(timeout):
+        log.warning("stopped with speed-to-lead notices unsent: the channel did not answer within %.0f s", timeout)
 
 
 @main.group()

@@ -43,5 +43,9 @@ class Destination(ABC):
         """Create in the CRM what the mapping needs (`connector crm setup`); returns what was done."""
         raise NotImplementedError(f"{self.kind} destinations have nothing to set up")
 
+    def record_url(self, crm_id: str) -> str | None:
+        """Where a person opens record `crm_id` in the CRM (the speed-to-lead notice); None: no link."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - most destinations hold nothing to release
         """Release connections; called when a worker stops."""

@@ -129,6 +129,16 @@ class Settings(DestinationSettings):
     signature_header: str = Field(default="X-Connector-Signature",
                                   description="where the hex signature goes (not for a whsec_ secret)")
     ca_bundle: str | None = Field(default=None, description="CA file for a private certificate authority")
+    record_url: str | None = Field(default=None,
+                                   description="a lead's page in the CRM, with {id} for the id the CRM answered, "
+                                               "e.g. https://crm.example.com/leads/{id} (speed-to-lead notices)")
+
+    @field_validator("record_url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and "{id}" not in value:
+            raise ValueError("write {id} where the CRM's record id goes, e.g. https://crm.example.com/leads/{id}")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -232,6 +242,10 @@ class HttpDestination(Destination):
         return Outcome(record.delivery_id, error=classify(
             "http", status=response.status_code, code=code, message=message,
             retry_after=parse_retry_after(response.headers.get("Retry-After"))))
+
+    def record_url(self, crm_id: str) -> str | None:
+        template = self.settings.record_url
+        return template.replace("{id}", quote(crm_id, safe="")) if template else None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate, checkpoints, joblock, reports, runs
+from connector.store import alertstate, checkpoints, joblock, reports, runs, speed
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
@@ -42,9 +42,11 @@ from connector.store.schema import (
     events,
     lead_state,
 )
+from connector.store.speed import LeadSpeed, RouteSpeed
 
 __all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "PersonHasher", "Recorded",
            "SecretUse", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
+__all__ += ["LeadSpeed", "RouteSpeed"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -206,13 +208,14 @@ class Store:
                                        lead_state.c.lead_key.in_(list(keys))))
             return {r.lead_key: (r.last_occurred_at, r.crm_id) for r in rows}
 
-    def settle(self, owner: str, verdicts: Sequence[Verdict]) -> None:
-        """Apply the worker's verdicts in one transaction.
+    def settle(self, owner: str, verdicts: Sequence[Verdict]) -> set[int]:
+        """Apply the worker's verdicts in one transaction; returns the delivery ids whose verdict applied.
 
         Only rows still leased by `owner` change, so a worker whose lease ran out cannot overwrite
         what another worker did since. A delivered row also moves the lead's state forward.
         """
         now = time.time()
+        applied: set[int] = set()
         with self._tx() as conn:
             for verdict in verdicts:
                 item = verdict.item
@@ -221,10 +224,12 @@ class Store:
                     .values(**verdict.changes(), updated_at=now, lease_owner=None, lease_until=None)).rowcount
                 if not changed:
                     continue
+                applied.add(item.delivery_id)
                 if verdict.state == DELIVERED:
                     self._advance_lead(conn, item.destination, item.lead_key, item.occurred_at, item.event_id,
                                        verdict.crm_id, now)
                 self._note_attempt(conn, owner, verdict, now)
+        return applied
 
     def _note_attempt(self, conn: Connection, owner: str, verdict: Verdict, now: float) -> None:
         """One history row per verdict, keeping the newest ATTEMPTS_KEPT of the delivery."""
@@ -373,6 +378,19 @@ class Store:
         """Per (source, secret index): last use among kept events and uses in the last `window` seconds."""
         with self._tx() as conn:
             return reports.secret_usage(conn, time.time() - window)
+
+    # --- speed to lead (the console; `explain` reads it with the lead's history) ------------
+    def speed_by_route(self, now: float | None = None, window: float = 86400) -> list[RouteSpeed]:
+        """Per route, how fast new leads reached the CRM in the last `window` seconds (median, p90)."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            return speed.by_route(conn, now - window, now + 1)
+
+    def speed_recent(self, now: float | None = None, window: float = 86400, limit: int = 50) -> list[LeadSpeed]:
+        """New leads' first deliveries of the last `window` seconds, newest first, with their speed."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            return speed.recent(conn, now - window, now + 1, limit)
 
     def requeue(self, *, delivery_ids: Sequence[int] | None = None, state: str | None = None,
                 destination: str | None = None, force: bool = False) -> int:

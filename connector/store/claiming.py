@@ -70,12 +70,15 @@ class Verdict:
     crm_id: str | None = None
     # For the attempt history (`explain`): batch size, field names and each one's policy decision; no values.
     summary: dict[str, Any] | None = None
+    written_at: float | None = None  # delivered: when the CRM took it
+    speed_to_lead: float | None = None  # a lead's first delivery: seconds since the marketplace delivered it
 
     def changes(self) -> dict[str, Any]:
         """The delivery row's columns this verdict sets."""
         optional = {"last_error": self.last_error, "last_error_code": self.last_error_code,
                     "attempts": self.attempts, "first_failed_at": self.first_failed_at,
-                    "next_attempt_at": self.next_attempt_at, "crm_id": self.crm_id}
+                    "next_attempt_at": self.next_attempt_at, "crm_id": self.crm_id,
+                    "written_at": self.written_at, "speed_to_lead": self.speed_to_lead}
         return {"state": self.state, **{k: v for k, v in optional.items() if v is not None}}
 
 

@@ -1,7 +1,8 @@
 """Tables: where a lead waits between the webhook and the CRM.
 
 - `events`: every accepted webhook (raw body kept) or backfilled lead; also the dedupe ledger.
-- `deliveries`: one row per (event, destination), with its state, attempts, lease and last error.
+- `deliveries`: one row per (event, destination), with its state, attempts, lease and last error, and
+  when it reached the CRM (with the speed to lead of a lead's first delivery).
 - `lead_state`: per (destination, lead) what was last applied: stale-update protection and the CRM id.
 - `destination_pauses`: destinations waiting on a config fix, a login, a daily quota or an outage.
 - `destination_health`: per destination, since when its deliveries keep failing transiently, and why.
@@ -85,12 +86,16 @@ deliveries = Table(
     Column("force", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("written_at", Float),  # when the CRM took it (0005)
+    # seconds from the marketplace's delivery of the lead to that write; a lead's first delivery only (0005)
+    Column("speed_to_lead", Float),
     UniqueConstraint("event_id", "destination", name="uq_deliveries_event_destination"),
     # Only pending rows, in claim order: a claim reads them without sorting, and the planner (even
     # with no statistics) never prefers it for a lookup by lead, which ix_deliveries_lead serves.
     Index("ix_deliveries_due", "destination", "next_attempt_at", "id",
           postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
     Index("ix_deliveries_lead", "destination", "lead_key", "state"),
+    Index("ix_deliveries_written", "written_at"),
 )
 
 lead_state = Table(

@@ -30,12 +30,13 @@ from connector.errors import (
 )
 from connector.lead import mapping_input
 from connector.mapping import Mapping
-from connector.metrics import DELIVERY_OUTCOMES
+from connector.metrics import DELIVERY_OUTCOMES, SPEED_TO_LEAD
+from connector.notify import Landed
 from connector.records import MappedRecord, OutboundRecord, Outcome, field_decisions
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
-from connector.timeutil import iso
+from connector.timeutil import iso, parse_iso
 from connector.worker.jobs import scheduled_jobs
 from connector.worker.schedule import Scheduler
 
@@ -117,8 +118,25 @@ class Worker:
         verdicts = [dataclasses.replace(v, summary={
             "batch": len(records), "update": v.item.known, "mapping": work.mapping.path.name,
             "fields": fields.get(v.item.delivery_id, {})}) for v in verdicts]
-        self.store.settle(self.owner, verdicts)
+        applied = self.store.settle(self.owner, verdicts)
+        self._landed(work.destination, [v for v in verdicts if v.state == DELIVERED and v.item.delivery_id in applied])
         return len(work.items) + work.superseded
+
+    def _landed(self, name: str, delivered: list[Verdict]) -> None:
+        """After settling: a new lead's speed to lead into /metrics and its notice queued (connector.notify);
+        neither can fail or hold up the delivery."""
+        notifier = self.runtime.notifier
+        for verdict in delivered:
+            if verdict.speed_to_lead is None:
+                continue  # an update: the lead landed before
+            SPEED_TO_LEAD.labels(verdict.item.source, name).observe(verdict.speed_to_lead)
+            if notifier is None:
+                continue
+            try:
+                notifier.landed(Landed(verdict.item, verdict.crm_id, verdict.speed_to_lead,
+                                       self._destination(name).record_url))
+            except Exception:
+                log.exception("queueing the speed-to-lead notice of delivery %s failed", verdict.item.delivery_id)
 
     def _map(self, item: Claimed, mapping: Mapping) -> MappedRecord:
         marketplace = self.config.sources[item.source].marketplace if item.source in self.config.sources else ""
@@ -160,7 +178,7 @@ class Worker:
         for outcome in outcomes:
             item = by_id[outcome.delivery_id]
             if outcome.ok:
-                verdicts.append(self._verdict(item, DELIVERED, crm_id=outcome.crm_id))
+                verdicts.append(self._verdict(item, DELIVERED, crm_id=outcome.crm_id, **written(item)))
             elif isinstance(outcome.error, ConfigProblem | RateLimited) and (
                     isinstance(outcome.error, ConfigProblem) or outcome.error.pause_destination):
                 if not paused:
@@ -316,6 +334,17 @@ class Worker:
     def close(self) -> None:
         for destination in self._destinations.values():
             destination.close()
+
+
+def written(item: Claimed, now: float | None = None) -> dict[str, float]:
+    """When the CRM took `item`, and for a lead's first delivery to the destination its speed to lead: from
+    the marketplace's delivery (the lead's `delivered_at`, else the event time) to now, never below 0."""
+    now = time.time() if now is None else now
+    if item.known:
+        return {"written_at": now}
+    delivered = item.lead.get("delivered_at")
+    start = parse_iso(delivered) if isinstance(delivered, str) else None
+    return {"written_at": now, "speed_to_lead": max(0.0, now - (item.occurred_at if start is None else start))}
 
 
 def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[threading.Thread]:

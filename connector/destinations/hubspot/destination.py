@@ -24,6 +24,7 @@ from connector.backoff import backoff
 from connector.destinations.base import Destination
 from connector.destinations.hubspot import errors as answers
 from connector.destinations.hubspot import schema, setup
+from connector.destinations.hubspot.links import RecordLinks
 from connector.destinations.hubspot.quota import shared_quota
 from connector.destinations.hubspot.settings import Settings
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
@@ -99,6 +100,9 @@ class HubSpotDestination(Destination):
         self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
         self._apis: _Apis | None = None
         self._lock = threading.Lock()
+        self.links = RecordLinks(host=settings.host, token=self._token, object_type=settings.object,
+                                 portal_id=settings.portal_id, ui_domain=settings.ui_domain,
+                                 ca_bundle=settings.ca_bundle, timeout=settings.timeout, paced=self._paced)
 
     # --- the SDK, built once (each `client.crm...batch_api` access builds a new pool) ----
     def _sdk(self) -> _Apis:
@@ -446,6 +450,16 @@ class HubSpotDestination(Destination):
             return setup.create_properties(self._call, self._sdk(), self.settings, mapping or shipped_mapping("hubspot.yaml"))
         except _Refused as refused:
             raise refused.error.classified() from None
+
+    def record_url(self, crm_id: str) -> str | None:
+        return self.links.url(crm_id)
+
+    def _paced(self, request: Callable[[], Any]) -> Any:
+        self.budget.acquire()
+        try:
+            return request()
+        finally:
+            self.budget.release()
 
     def close(self) -> None:
         apis, self._apis = self._apis, None

@@ -38,6 +38,12 @@ class Settings(DestinationSettings):
                     "contact that already existed; default: on when id_property is email")
     rate_window: float = Field(default=10.0, gt=0,
                                description="seconds of HubSpot's rolling window; change only for tests")
+    portal_id: int | None = Field(default=None, ge=1,
+                                  description="the account's Hub ID, for record links in speed-to-lead notices; "
+                                              "default: asked from HubSpot once (account details)")
+    ui_domain: str = Field(default="app.hubspot.com",
+                           description="with portal_id: the domain people open HubSpot on (app-eu1.hubspot.com "
+                                       "for an EU account)")
     rate_limit_retries: int = Field(default=3, ge=0,
                                     description="how often one send waits out a ten-secondly 429 before "
                                                 "the worker reschedules the batch")

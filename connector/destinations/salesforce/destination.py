@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from simple_salesforce import Salesforce, format_external_id, format_soql
@@ -421,6 +422,12 @@ class SalesforceDestination(Destination):
             done.append(grant_access(self._call, self._restful, self._query, s.object, created))
             self._describes.pop(s.object, None)
         return done
+
+    def record_url(self, crm_id: str) -> str | None:
+        """The record in Lightning, on the instance this client is logged in to (no call to Salesforce)."""
+        host = self._client.sf_instance if self._client is not None else None
+        base = f"https://{host}" if host else self.settings.instance_url
+        return f"{base.rstrip('/')}/lightning/r/{self.settings.object}/{quote(crm_id, safe='')}/view" if base else None
 
     def close(self) -> None:
         self.http.close()
