@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import apprise
-
 from connector.config import AlertsConfig
 from connector.store import Backlog, DeadLetters, Store
 from connector.timeutil import iso
@@ -25,8 +23,14 @@ from connector.timeutil import iso
 log = logging.getLogger("connector.alerts")
 OK, FAILING, LATE = "ok", "failing", "late"
 DEAD_LETTERS = "deadletters"
-_TYPES = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
-          "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}
+
+
+def _apprise() -> Any:
+    """Apprise (with its plugins about 17 MiB) is imported by the processes that check or send alerts
+    only: the receiver of a config without alert URLs never loads it."""
+    import apprise
+
+    return apprise
 
 
 @dataclass(frozen=True)
@@ -48,19 +52,21 @@ class AppriseSender:
     """Every configured URL gets every alert; True when all of them took it."""
 
     def __init__(self, urls: list[str], redact: Callable[[str], str]):
-        self._apprise = apprise.Apprise()
+        self._apprise = _apprise().Apprise()
         for url in urls:
             self._apprise.add(url)
         self._redact = redact
 
     def __call__(self, alert: Alert) -> bool:
+        types = _apprise().NotifyType
+        kinds = {"failure": types.FAILURE, "warning": types.WARNING, "success": types.SUCCESS, "info": types.INFO}
         return bool(self._apprise.notify(title=self._redact(alert.title), body=self._redact(alert.body),
-                                         notify_type=_TYPES[alert.kind]))
+                                         notify_type=kinds[alert.kind]))
 
 
 def known_url(url: str) -> bool:
     """Whether Apprise understands `url` (checked at start-up, so a typo is a config error, not silence)."""
-    return bool(apprise.Apprise().add(url))
+    return bool(_apprise().Apprise().add(url))
 
 
 def duration(seconds: float) -> str:
