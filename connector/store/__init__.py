@@ -102,6 +102,17 @@ class Store:
         except sa.exc.SQLAlchemyError:
             return False
 
+    def warm_up(self) -> None:
+        """Open the connections a burst of webhooks would otherwise open one by one while answering (the
+        pool's size; SQLite: also the writing connection and the WAL file). For a process about to serve."""
+        size = getattr(self.engine.pool, "size", lambda: 1)()
+        opened = [self.engine.connect() for _ in range(size)]
+        for conn in opened:
+            conn.exec_driver_sql("SELECT 1")
+            conn.close()
+        if self._group is not None:
+            self._group.warm_up()
+
     def dispose(self) -> None:
         if self._group is not None:
             self._group.close()
