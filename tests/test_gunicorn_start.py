@@ -8,6 +8,7 @@ connector.web.warm_up).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -64,3 +65,18 @@ def test_each_worker_opens_the_database_before_it_listens(tmp_path):
             opened = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
             assert str(tmp_path / "connector.db") in opened
             assert str(tmp_path / "connector.db-wal") in opened
+
+
+def test_a_database_down_at_start_does_not_stop_the_receiver_from_starting(tmp_path, caplog):
+    """warm_up fails soft: the process starts and answers 503 until the database is back, as without it."""
+    from connector.runtime import Runtime
+    from connector.web import create_app, warm_up
+    from tests.conftest import leaditio_payload, make_config, sign
+
+    runtime = Runtime(make_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"))
+    app = create_app(runtime)
+    warm_up(app)
+    assert "database unavailable at start" in caplog.text
+    body = json.dumps(leaditio_payload()).encode()
+    answer = app.test_client().post("/webhooks/leaditio", data=body, headers={"X-Leaditio-Signature": sign(body)})
+    assert answer.status_code == 503 and answer.get_json()["code"] == "unavailable"

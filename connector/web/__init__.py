@@ -136,7 +136,12 @@ def warm_up(app: Flask) -> None:
     worker process, which listens only afterwards (gunicorn_worker.py); `connector serve` before serving.
     """
     runtime: Runtime = app.extensions["connector.runtime"]
-    runtime.store.warm_up()
+    try:
+        runtime.store.warm_up()
+    except runtime.store.database_errors as exc:  # serve anyway: webhooks get 503 until it answers, as before
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable at start (%s: %s); webhooks are answered 503 until it answers",
+                    type(cause).__name__, (str(cause).splitlines() or [""])[0])
     for source, marketplace in runtime.marketplaces.items():
         metrics.RECEIVED.labels(source)
         metrics.DUPLICATES.labels(source)
