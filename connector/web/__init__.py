@@ -132,7 +132,7 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
 def warm_up(app: Flask) -> None:
     """Do before a process accepts connections what its first webhooks would otherwise wait for: the
     database connections, the marketplaces, each source's metric values (files, under gunicorn), Flask's
-    URL map and a JSON answer. Nothing is stored, counted or logged. gunicorn_conf.py calls it in each
+    URL map and a JSON answer. Nothing is stored or counted. gunicorn_conf.py calls it in each
     worker process, which listens only afterwards (gunicorn_worker.py); `connector serve` before serving.
     """
     runtime: Runtime = app.extensions["connector.runtime"]
