@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import apprise
-
 from connector.config import AlertsConfig
 from connector.rotation import SecretSignal, signals
 from connector.store import Backlog, DeadLetters, Store
@@ -29,8 +27,14 @@ log = logging.getLogger("connector.alerts")
 OK, FAILING, LATE = "ok", "failing", "late"
 RETIRE, IN_USE, QUIET = "retire", "in_use", "quiet"  # a webhook secret's states (connector.rotation)
 DEAD_LETTERS = "deadletters"
-_TYPES = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
-          "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}
+
+
+def apprise_module() -> Any:
+    """Apprise (with its plugins about 17 MiB) is imported by the processes that check or send alerts
+    only: the receiver of a config without alert URLs never loads it."""
+    import apprise
+
+    return apprise
 
 
 @dataclass(frozen=True)
@@ -52,19 +56,21 @@ class AppriseSender:
     """Every configured URL gets every alert; True when all of them took it."""
 
     def __init__(self, urls: list[str], redact: Callable[[str], str]):
-        self._apprise = apprise.Apprise()
+        self._apprise = apprise_module().Apprise()
         for url in urls:
             self._apprise.add(url)
         self._redact = redact
 
     def __call__(self, alert: Alert) -> bool:
+        types = apprise_module().NotifyType
+        kinds = {"failure": types.FAILURE, "warning": types.WARNING, "success": types.SUCCESS, "info": types.INFO}
         return bool(self._apprise.notify(title=self._redact(alert.title), body=self._redact(alert.body),
-                                         notify_type=_TYPES[alert.kind]))
+                                         notify_type=kinds[alert.kind]))
 
 
 def known_url(url: str) -> bool:
     """Whether Apprise understands `url` (checked at start-up, so a typo is a config error, not silence)."""
-    return bool(apprise.Apprise().add(url))
+    return bool(apprise_module().Apprise().add(url))
 
 
 class Alerter:

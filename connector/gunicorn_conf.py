@@ -6,7 +6,11 @@ import tempfile
 from connector.logs import setup_logging
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+# One gevent process per core this process may run on, at most 4. Each serves many connections at
+# once and waits for the disk off its own thread (store/engine.py), so a process more than the cores
+# adds memory (~70 MiB RSS each), not throughput: bench/peer.py, bench/README.md ("Side by side").
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+workers = int(os.environ.get("WEB_CONCURRENCY", str(min(_cores, 4))))
 # gevent, answering unparseable requests as JSON (connector/gunicorn_worker.py says why): a client
 # that sends its request slowly holds one greenlet, not one of a few threads.
 worker_class = "connector.gunicorn_worker.ReceiverWorker"
@@ -55,6 +59,14 @@ def on_starting(server):  # noqa: ANN001, ARG001 - gunicorn's hook signature
 
 def post_fork(server, worker):  # noqa: ANN001, ARG001
     setup_logging()
+
+
+def post_worker_init(worker):  # noqa: ANN001
+    """The app is loaded: warm it before this worker listens (gunicorn_worker.ReceiverWorker)."""
+    from connector.web import warm_up
+
+    if "connector.runtime" in getattr(worker.wsgi, "extensions", {}):  # not bench/bare_app.py's endpoint
+        warm_up(worker.wsgi)
 
 
 def child_exit(server, worker):  # noqa: ANN001, ARG001

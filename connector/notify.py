@@ -16,16 +16,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import apprise
-
+from connector.alerts import apprise_module
 from connector.config import NotifyConfig, RouteConfig
 from connector.logs import Redactor
 from connector.metrics import NOTICES
 from connector.store import Claimed
 from connector.timeutil import duration
+
+if TYPE_CHECKING:
+    import apprise
 
 log = logging.getLogger("connector.notify")
 QUEUE_SIZE = 1000  # notices waiting for the channel; beyond this they are dropped (and counted)
@@ -139,7 +141,7 @@ class Notifier:
         try:
             notice = compose(landed, settings, self.redact)
             sent = self._channel(settings).notify(title=notice.title, body=notice.body,
-                                                  notify_type=apprise.NotifyType.INFO)
+                                                  notify_type=apprise_module().NotifyType.INFO)
             problem = None if sent else "the channel did not take it"
         except Exception as exc:  # a link lookup or a plugin's bug: this notice only
             sent, problem = False, f"{type(exc).__name__}: {self.redact(str(exc))[:300]}"
@@ -153,7 +155,7 @@ class Notifier:
     def _channel(self, settings: NotifyConfig) -> apprise.Apprise:
         urls = tuple(settings.url_values())
         if urls not in self._channels:
-            channel = apprise.Apprise()
+            channel = apprise_module().Apprise()
             for url in urls:
                 channel.add(url)
             self._channels[urls] = channel

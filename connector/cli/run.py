@@ -14,7 +14,7 @@ from connector.cli.app import Context, console, main, pass_ctx
 from connector.durations import seconds
 from connector.errors import ConfigError
 from connector.logs import setup_logging
-from connector.web import create_app
+from connector.web import create_app, warm_up
 from connector.worker import Worker, run_workers
 
 log = logging.getLogger("connector")
@@ -61,7 +61,9 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
     ctx.store.upgrade()
     stop = threading.Event()
     run_workers(ctx.runtime, threads or ctx.config.worker.threads, stop)
-    server = make_server(host, port, create_app(ctx.runtime), threaded=True)
+    app = create_app(ctx.runtime)
+    warm_up(app)
+    server = make_server(host, port, app, threaded=True)
     log.info("listening on http://%s:%d/webhooks/<source> (sources: %s); Ctrl-C to stop", host, port,
              ", ".join(ctx.config.sources))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

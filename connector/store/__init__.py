@@ -31,17 +31,15 @@ from connector.store.joblock import JobClaim
 from connector.store.people import PersonHasher
 from connector.store.reports import LeadFound, SecretUse
 from connector.store.schema import (
-    ATTEMPTS_KEPT,
     DEAD,
-    DELIVERED,
     PENDING,
     deliveries,
-    delivery_attempts,
     destination_health,
     destination_pauses,
     events,
     lead_state,
 )
+from connector.store.settling import Settler
 from connector.store.speed import LeadSpeed, RouteSpeed
 
 __all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "PersonHasher", "Recorded",
@@ -67,6 +65,7 @@ class Store:
         self._insert = postgresql_insert if self.is_postgres else sqlite_insert
         self._events = EventLog(self.engine.dialect.paramstyle, future_tolerance)
         self._claimer = Claimer(self.is_postgres)
+        self._settler = Settler(self.engine.dialect.paramstyle, self.is_postgres)
         # What "the database is unavailable" looks like, for callers that must tell it from a bug.
         self.database_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,
                                                                  self.engine.dialect.loaded_dbapi.Error)
@@ -108,6 +107,17 @@ class Store:
             return True
         except sa.exc.SQLAlchemyError:
             return False
+
+    def warm_up(self) -> None:
+        """Open the connections a burst of webhooks would otherwise open one by one while answering (the
+        pool's size; SQLite: also the writing connection and the WAL file). For a process about to serve."""
+        size = getattr(self.engine.pool, "size", lambda: 1)()
+        opened = [self.engine.connect() for _ in range(size)]
+        for conn in opened:
+            conn.exec_driver_sql("SELECT 1")
+            conn.close()
+        if self._group is not None:
+            self._group.warm_up()
 
     def dispose(self) -> None:
         if self._group is not None:
@@ -209,57 +219,13 @@ class Store:
             return {r.lead_key: (r.last_occurred_at, r.crm_id) for r in rows}
 
     def settle(self, owner: str, verdicts: Sequence[Verdict]) -> set[int]:
-        """Apply the worker's verdicts in one transaction; returns the delivery ids whose verdict applied.
+        """Apply the worker's verdicts in one transaction (settling.py); returns the delivery ids whose verdict applied.
 
         Only rows still leased by `owner` change, so a worker whose lease ran out cannot overwrite
         what another worker did since. A delivered row also moves the lead's state forward.
         """
-        now = time.time()
-        applied: set[int] = set()
         with self._tx() as conn:
-            for verdict in verdicts:
-                item = verdict.item
-                changed = conn.execute(
-                    deliveries.update().where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
-                    .values(**verdict.changes(), updated_at=now, lease_owner=None, lease_until=None)).rowcount
-                if not changed:
-                    continue
-                applied.add(item.delivery_id)
-                if verdict.state == DELIVERED:
-                    self._advance_lead(conn, item.destination, item.lead_key, item.occurred_at, item.event_id,
-                                       verdict.crm_id, now)
-                self._note_attempt(conn, owner, verdict, now)
-        return applied
-
-    def _note_attempt(self, conn: Connection, owner: str, verdict: Verdict, now: float) -> None:
-        """One history row per verdict, keeping the newest ATTEMPTS_KEPT of the delivery."""
-        delivery_id = verdict.item.delivery_id
-        conn.execute(delivery_attempts.insert().values(
-            delivery_id=delivery_id, at=now, owner=owner[:200], state=verdict.state,
-            next_attempt_at=verdict.next_attempt_at if verdict.state == PENDING else None,
-            error_code=verdict.last_error_code, error=verdict.last_error, crm_id=verdict.crm_id,
-            summary=json.dumps(verdict.summary) if verdict.summary is not None else None))
-        oldest_kept = (sa.select(delivery_attempts.c.id).where(delivery_attempts.c.delivery_id == delivery_id)
-                       .order_by(delivery_attempts.c.id.desc()).offset(ATTEMPTS_KEPT - 1).limit(1)
-                       .scalar_subquery())
-        conn.execute(delivery_attempts.delete().where(delivery_attempts.c.delivery_id == delivery_id,
-                                                      delivery_attempts.c.id < oldest_kept))
-
-    def _advance_lead(self, conn: Connection, destination: str, key: str, occurred_at: float, event_id: int,
-                      crm_id: str | None, now: float) -> None:
-        stmt = self._insert(lead_state).values(destination=destination, lead_key=key, last_occurred_at=occurred_at,
-                                               last_event_id=event_id, crm_id=crm_id, updated_at=now)
-        excluded = stmt.excluded
-        # Only a newer event moves the state on (a forced replay of an older one does not): ties by event id.
-        newer = sa.or_(excluded.last_occurred_at > lead_state.c.last_occurred_at,
-                       sa.and_(excluded.last_occurred_at == lead_state.c.last_occurred_at,
-                               excluded.last_event_id > sa.func.coalesce(lead_state.c.last_event_id, 0)))
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[lead_state.c.destination, lead_state.c.lead_key],
-            set_={"last_occurred_at": sa.case((newer, excluded.last_occurred_at), else_=lead_state.c.last_occurred_at),
-                  "last_event_id": sa.case((newer, excluded.last_event_id), else_=lead_state.c.last_event_id),
-                  "crm_id": sa.func.coalesce(excluded.crm_id, lead_state.c.crm_id),
-                  "updated_at": excluded.updated_at}))
+            return self._settler.settle(conn.connection.cursor(), owner, verdicts, time.time())
 
     def release(self, owner: str, delivery_ids: Sequence[int], next_attempt_at: float) -> None:
         """Give leased deliveries back untouched (no attempt counted), due again at `next_attempt_at`."""

@@ -211,11 +211,16 @@ class GroupCommit:
             self._connection = connection
         return self._connection
 
-    def _sync_wal(self) -> None:
-        """Everything written to the WAL so far, this batch's commit included, reaches the disk."""
-        if self._wal_to_sync is None:
-            return
+    def warm_up(self) -> None:
+        """Open the writing connection and the WAL file now, before the process takes webhooks, rather
+        than in the first webhook's turn. Only call it before requests arrive (nothing is queued)."""
+        self._writing_connection()
+        if self._wal_to_sync is not None and os.path.exists(self._wal_to_sync):
+            self._open_wal()
+
+    def _open_wal(self) -> int:
         if self._wal_fd is None:
+            assert self._wal_to_sync is not None
             self._wal_fd = os.open(self._wal_to_sync, os.O_RDONLY | os.O_CLOEXEC)
             # The file may be new: its directory entry must be durable too, as SQLite ensures.
             folder = os.open(os.path.dirname(self._wal_to_sync) or ".", os.O_RDONLY | os.O_CLOEXEC)
@@ -223,7 +228,13 @@ class GroupCommit:
                 os.fsync(folder)
             finally:
                 os.close(folder)
-        off_the_hub(os.fdatasync, self._wal_fd)
+        return self._wal_fd
+
+    def _sync_wal(self) -> None:
+        """Everything written to the WAL so far, this batch's commit included, reaches the disk."""
+        if self._wal_to_sync is None:
+            return
+        off_the_hub(os.fdatasync, self._open_wal())
 
     def _take_batch(self) -> list[_Waiting]:
         with self._mutex:  # the writer's own item is first: only the thread whose turn it is takes items

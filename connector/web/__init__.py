@@ -129,6 +129,26 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     return problem(500, "internal_error", "unexpected server error; retry with backoff")
 
 
+def warm_up(app: Flask) -> None:
+    """Do before a process accepts connections what its first webhooks would otherwise wait for: the
+    database connections, the marketplaces, each source's metric values (files, under gunicorn), Flask's
+    URL map and a JSON answer. Nothing is stored or counted. gunicorn_conf.py calls it in each
+    worker process, which listens only afterwards (gunicorn_worker.py); `connector serve` before serving.
+    """
+    runtime: Runtime = app.extensions["connector.runtime"]
+    try:
+        runtime.store.warm_up()
+    except runtime.store.database_errors as exc:  # serve anyway: webhooks get 503 until it answers, as before
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable at start (%s: %s); webhooks are answered 503 until it answers",
+                    type(cause).__name__, (str(cause).splitlines() or [""])[0])
+    for source, marketplace in runtime.marketplaces.items():
+        metrics.RECEIVED.labels(source)
+        metrics.DUPLICATES.labels(source)
+        marketplace.verify(b"{}", {marketplace.signature_header: "0"})  # a wrong signature: refused
+    app.test_client().get("/healthz")
+
+
 def create_app(runtime: Runtime | None = None) -> Flask:
     """The receiver app; without an argument it reads the config file named by CONNECTOR_CONFIG."""
     runtime = runtime or load_runtime()

@@ -17,9 +17,21 @@ Pacing: one request budget per access token, shared by every worker thread of th
 window holds every thread, waits and resends (a few times, then the worker reschedules); the
 daily limit pauses the destination until midnight in the account's time zone without
 failing a lead. urllib3's own retries never retry a POST on a status, so we classify here.
+
+`HubSpotDestination` and `hubspot_value` are imported from here on first use only (PEP 562): the
+settings are needed by every process, the sending code only where leads are sent (connector.destinations).
 """
 
-from connector.destinations.hubspot.destination import HubSpotDestination, hubspot_value
+from typing import Any
+
 from connector.destinations.hubspot.settings import Settings
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("HubSpotDestination", "hubspot_value"):
+        from connector.destinations.hubspot import destination
+        return getattr(destination, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["HubSpotDestination", "Settings", "hubspot_value"]
