@@ -8,6 +8,7 @@
 - `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
 - `store_meta`: values the database makes for itself once, such as the salt of the people lookup hashes.
+- `console_logins`: wrong console passwords per client and in all, and lockouts (store/logins.py).
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -157,4 +158,13 @@ store_meta = Table(
     "store_meta", metadata,
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+console_logins = Table(
+    "console_logins", metadata,
+    Column("key", String(200), primary_key=True),  # "client:<address>" or "all": what a lockout counts
+    Column("failures", Integer, nullable=False),  # wrong passwords since window_start
+    Column("window_start", Float, nullable=False),
+    Column("locked_until", Float),  # logins refused until then (not even compared)
+    Column("updated_at", Float, nullable=False),
 )
