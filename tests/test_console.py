@@ -305,7 +305,23 @@ def test_personal_data_only_on_the_lead_page_and_masked_until_asked(app):
     assert "[email]" in masked and "[name]" in masked
     shown = client.get("/console/leads/leaditio/lead_abc123?personal=1").text
     assert "thabo.m@gmail.com" in shown and "Nomvula" in shown
-    assert client.get("/console/leads/leaditio/no_such_lead").status_code == 404
+    missing = client.get("/console/leads/leaditio/no_such_lead")
+    assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
+
+
+def test_without_its_database_the_console_says_so_and_webhooks_are_not_touched(app):
+    import sqlalchemy as sa
+
+    class Down:
+        def signing_key(self) -> str:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    app.extensions["connector.runtime"].store.logins = lambda: Down()
+    client = app.test_client()
+    page = client.get("/console/login")
+    assert page.status_code == 503 and "cannot be read" in page.text and "Set-Cookie" not in page.headers
+    assert client.post("/console/login", data={"password": PASSWORD}).status_code == 503
+    post_lead(client)  # the receiver never asks for the console's key
 
 
 def test_dead_letters_filter_and_retry_after_a_confirmation(app):

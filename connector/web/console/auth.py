@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, redirect, render_template, request, session, url_for
-from flask.sessions import SecureCookieSession
+from flask.sessions import NullSession
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms import ValidationError
 
@@ -68,7 +68,7 @@ def client_address() -> str:
 def _guard() -> Any:
     if not runtime().config.console.password:
         return render_template("console/off.html", env=runtime().config.console.password_env), 404
-    if not isinstance(session, SecureCookieSession):  # no signing key: the database could not be read
+    if isinstance(session, NullSession):  # no signing key: the database could not be read
         return render_template("console/unavailable.html"), 503
     if request.endpoint not in OPEN and not logged_in():
         if request.method in ("GET", "HEAD"):
@@ -81,6 +81,12 @@ def _guard() -> Any:
             return render_template("console/refused.html", why=f"The form was refused: {exc} "
                                    "Open the page again and resend it."), 400
     return None
+
+
+@bp.errorhandler(404)
+def _not_found(exc: Exception) -> Any:
+    return render_template("console/refused.html", title="Not found",
+                           why="Nothing is here: the lead may have been pruned, or the link is wrong."), 404
 
 
 @bp.app_context_processor
