@@ -379,3 +379,20 @@ def test_secrets_and_runs_pages(app):
     assert "whsec_test" not in secrets  # values never
     runs = client.get("/console/runs").text
     assert "50 of 200 (25%)" in runs and "vertical=solar" in runs and "Reconcile runs" in runs
+
+
+def test_recent_leads_and_backfill_runs_read_the_same_on_both_databases(tmp_path, database_url):
+    app = make_app(tmp_path, database_url)
+    client = app.test_client()
+    for index in range(3):
+        post_lead(client, lead_id=f"lead_{index}")
+    post_lead(client, lead_id="lead_0", event="lead.updated", timestamp="2026-05-21T10:00:00Z")
+    store = app.extensions["connector.runtime"].store
+    recent = store.recent_leads(limit=2)
+    assert [(lead.lead_id, lead.events) for lead in recent] == [("lead_0", 2), ("lead_2", 1)]
+    store.save_checkpoint("leaditio", "older", {"source": "leaditio"}, {"total": 5}, done=True)
+    store.save_checkpoint("leaditio", "newer", {"source": "leaditio"}, {"total": 9})
+    runs = store.checkpoints()
+    assert [(run["job_key"], run["done"], run["state"]["total"]) for run in runs] == [("newer", False, 9),
+                                                                                   ("older", True, 5)]
+    store.dispose()
