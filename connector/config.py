@@ -23,6 +23,7 @@ from connector.lead import get_path
 
 DEFAULT_CONFIG = "config.yaml"
 MIN_SECRET_LENGTH = 16
+MIN_CONSOLE_PASSWORD = 12
 # Variables read by default when the file names none (e.g. LEADITIO_API_KEY): their values are secret too.
 _SECRET_VARIABLE = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|PRIVATE_KEY)S?(_[A-Z0-9]+)?$")
 _DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
@@ -185,6 +186,55 @@ class AlertsConfig(Strict):
         return [u.get_secret_value() for u in self.urls if u.get_secret_value()]
 
 
+class ConsoleConfig(Strict):
+    """The operators' web console at /console: off until a password is set in the environment."""
+
+    password_env: str = Field(default="CONNECTOR_CONSOLE_PASSWORD",
+                              description="the environment variable holding the console's password; unset or "
+                                          "empty: the console is off (every /console page answers 404)")
+    secret_key_env: str = Field(default="CONNECTOR_CONSOLE_SECRET_KEY",
+                                description="the environment variable holding the key that signs session cookies "
+                                            "and CSRF tokens; unset: a random key made once and kept in the database")
+    secure_cookie: bool | None = Field(default=None,
+                                       description="mark the session cookie Secure; unset: when the request came "
+                                                   "over HTTPS (as gunicorn's forwarded_allow_ips tells it)")
+    session_lifetime: float = Field(default=12 * 3600, gt=0, description="a login lasts this long")
+    trusted_proxies: int = Field(default=0, ge=0, le=5,
+                                 description="proxies in front that append to X-Forwarded-For (Heroku's router: 1); "
+                                             "the lockout counts failures per client address read this way")
+    lockout_failures: int = Field(default=5, ge=1,
+                                  description="wrong passwords from one client within lockout_window before it "
+                                              "is locked out")
+    lockout_global_failures: int = Field(default=50, ge=1,
+                                         description="wrong passwords from all clients together within "
+                                                     "lockout_window before every login is refused")
+    lockout_window: float = Field(default=900, gt=0, description="how long failures are counted for")
+    lockout_duration: float = Field(default=900, gt=0, description="how long a lockout lasts")
+
+    _password: str = PrivateAttr(default="")
+    _secret_key: str = PrivateAttr(default="")
+
+    @field_validator("session_lifetime", "lockout_window", "lockout_duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
+
+    @property
+    def password(self) -> str:
+        """Read from `password_env` when the config is loaded; empty: the console is off."""
+        return self._password
+
+    @property
+    def secret_key(self) -> str:
+        return self._secret_key
+
+    def read_environment(self, env: Any) -> list[str]:
+        """Take the password and key from the environment; returns them (secrets for the redactor)."""
+        self._password = env.get(self.password_env, "") or ""
+        self._secret_key = env.get(self.secret_key_env, "") or ""
+        return [value for value in (self._password, self._secret_key) if value]
+
+
 class DatabaseConfig(Strict):
     url: str = Field(default="sqlite:///connector.db",
                      description="sqlite:///file.db or postgresql://...; DATABASE_URL overrides it")
@@ -203,6 +253,8 @@ class Config(Strict):
                                                                         "destination")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="messages to the team's channels "
                                                                           "when something needs a person")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="the operators' web console at "
+                                                                             "/console (docs/operations.md)")
 
     path: Path | None = Field(default=None, exclude=True)
     # The file as read, so that later checks (connector.runtime) can name the line of a mistake.
@@ -259,6 +311,11 @@ def json_schema() -> dict[str, Any]:
     notify = schema["$defs"]["NotifyConfig"]["properties"]
     notify["max_age"] = {key: value for key, value in notify["max_age"].items() if key not in ("type", "exclusiveMinimum")}
     notify["max_age"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
+    console = schema["$defs"]["ConsoleConfig"]["properties"]
+    for name in ("session_lifetime", "lockout_window", "lockout_duration"):
+        console[name] = {key: value for key, value in console[name].items() if key not in ("type", "exclusiveMinimum")}
+        console[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                  {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 
@@ -285,7 +342,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config.path = doc.path.resolve()
     config._document = doc
     notify_urls = [url for route in config.routes if route.notify for url in route.notify.url_values()]
-    config._secrets = secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values() + notify_urls)
+    config._secrets = (secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values() + notify_urls)
+                       + config.console.read_environment(env_map))
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
@@ -301,6 +359,11 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
 
 def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
     """Secrets and route names; each kind's own settings are checked by connector.runtime."""
+    console = config.console
+    if console.password and len(console.password) < MIN_CONSOLE_PASSWORD:
+        raise doc.error(("console", "password_env"), f"the password in {console.password_env} is "
+                        f"{len(console.password)} characters long; the console needs at least {MIN_CONSOLE_PASSWORD} "
+                        "(or unset it to keep the console off)")
     for name, src in config.sources.items():
         if not src.secret_values():
             raise doc.error(("sources", name, "secrets"),

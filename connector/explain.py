@@ -24,6 +24,15 @@ from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
 DUPLICATES = ("a duplicate (same event key or same body) is answered 200 and not stored again, so repeats of "
               "these events are not counted")
 
+# A field's decision in words (the CLI's table and the console's lead page).
+DECISIONS = {
+    "written": "written",
+    "if_empty": "sent; the CRM keeps its own value if it has one (if_empty)",
+    "kept_on_create": "kept: on_create, and this was an update",
+    "never": "not written (never)",
+    "empty": "left empty",
+}
+
 
 @dataclass
 class RouteDecision:

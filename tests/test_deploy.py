@@ -89,7 +89,8 @@ def test_dockerfile_install_and_start_work_in_a_fresh_venv(tmp_path):
         port = probe.getsockname()[1]
     env.update(PORT=str(port), WEB_CONCURRENCY="1", LEADITIO_WEBHOOK_SECRET=SECRET,
                CONNECTOR_CONFIG=str(app / "config.example.yaml"),  # /app in the image
-               DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}")  # /data in the image
+               DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}",  # /data in the image
+               CONNECTOR_CONSOLE_PASSWORD="a console password for the image")
     release = procfile()["release"]
     subprocess.run(shlex.split(release), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
     cmd = json.loads([args for instruction, args in dockerfile() if instruction == "CMD"][-1])
@@ -107,6 +108,10 @@ def test_dockerfile_install_and_start_work_in_a_fresh_venv(tmp_path):
         wait_for(healthy, timeout=60)
         answer = post_webhook(url, leaditio_payload("lead_in_docker"), secret=SECRET)
         assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
+        # The console's templates and stylesheet are package data: a plain (not editable) install has them.
+        login = requests.get(f"{url}/console/login", timeout=10)
+        assert login.status_code == 200 and "<h1>Log in</h1>" in login.text, login.text
+        assert requests.get(f"{url}/console/static/console.css", timeout=10).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -96,7 +96,7 @@ def settings_page() -> str:
            "Every key of `config.yaml`, with its default and meaning, as the connector validates it. How the\n"
            "file is read (environment variables, secrets, paths) is in [configuration.md](configuration.md).\n"
            "Durations are written `30s`, `15m`, `3d` (or plain seconds).\n\n"]
-    for section in ("database", "server", "worker", "alerts"):
+    for section in ("database", "server", "worker", "alerts", "console"):
         model = Config.model_fields[section].annotation
         out.append(f"## `{section}`\n\n" + _table(model, f"{section}."))
     source_model = Config.model_fields["sources"].annotation.__args__[1]

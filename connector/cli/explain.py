@@ -9,16 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from connector.cli.app import Context, console, fail, main, pass_ctx
-from connector.explain import Story, build
+from connector.explain import DECISIONS, Story, build
 from connector.timeutil import duration, iso
-
-DECISIONS = {
-    "written": "written",
-    "if_empty": "sent; the CRM keeps its own value if it has one (if_empty)",
-    "kept_on_create": "kept: on_create, and this was an update",
-    "never": "not written (never)",
-    "empty": "left empty",
-}
 
 
 @main.command()

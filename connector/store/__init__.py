@@ -28,6 +28,7 @@ from connector.store.engine import GroupCommit, WriterLock, make_engine
 from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
 from connector.store.history import LeadHistory, read_history
 from connector.store.joblock import JobClaim
+from connector.store.logins import Logins
 from connector.store.people import PersonHasher
 from connector.store.reports import LeadFound, SecretUse
 from connector.store.schema import (
@@ -340,6 +341,15 @@ class Store:
             return reports.leads_matching(conn, lead_id=stored_lead_id(lead_id) if lead_id else None,
                                           email_hash=hasher.email(email), phone_hash=hasher.phone(phone), limit=limit)
 
+    def recent_leads(self, limit: int = 50) -> list[LeadFound]:
+        """The leads that last received an event, newest first (the console's lead list)."""
+        with self._tx() as conn:
+            return reports.recent_leads(conn, limit)
+
+    def logins(self) -> Logins:
+        """The console's failed-login counts, lockouts and signing key (store/logins.py)."""
+        return Logins(self._tx, self._insert)
+
     def secret_usage(self, window: float = 48 * 3600) -> dict[tuple[str, int], SecretUse]:
         """Per (source, secret index): last use among kept events and uses in the last `window` seconds."""
         with self._tx() as conn:
@@ -406,6 +416,11 @@ class Store:
                         done: bool = False) -> None:
         with self._tx() as conn:
             checkpoints.save(conn, self._insert, source, job_key, params, state, done)
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Every backfill's checkpoint, last changed first (the console's runs page)."""
+        with self._tx() as conn:
+            return checkpoints.every(conn)
 
     def delete_checkpoint(self, source: str, job_key: str) -> None:
         with self._tx() as conn:

@@ -26,6 +26,12 @@ def load(conn: Connection, source: str, job_key: str) -> dict[str, Any] | None:
             "updated_at": row.updated_at}
 
 
+def every(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(backfill_checkpoints).order_by(backfill_checkpoints.c.updated_at.desc()))
+    return [{"source": row.source, "job_key": row.job_key, "params": json.loads(row.params),
+             "state": json.loads(row.state), "done": bool(row.done), "updated_at": row.updated_at} for row in rows]
+
+
 def save(conn: Connection, insert: Callable[..., Any], source: str, job_key: str, params: dict[str, Any],
          state: dict[str, Any], done: bool) -> None:
     stmt = insert(backfill_checkpoints).values(source=source, job_key=job_key, params=json.dumps(params),

@@ -98,6 +98,21 @@ def leads_matching(conn: Connection, *, lead_id: str | None = None, email_hash: 
     return [LeadFound(source, lead, count, first, latest) for source, lead, count, first, latest in rows]
 
 
+def recent_leads(conn: Connection, limit: int) -> list[LeadFound]:
+    """The leads whose newest event arrived last, newest first (counted over all their events)."""
+    newest = (sa.select(events.c.source, events.c.lead_id).where(events.c.lead_id.is_not(None))
+              .order_by(events.c.received_at.desc(), events.c.id.desc()).limit(limit * 4).subquery())
+    pairs = [tuple(row) for row in conn.execute(sa.select(newest.c.source, newest.c.lead_id).distinct())]
+    if not pairs:
+        return []
+    last = sa.func.max(events.c.received_at)
+    rows = conn.execute(sa.select(events.c.source, events.c.lead_id, sa.func.count(), sa.func.min(events.c.received_at),
+                                  last)
+                        .where(sa.tuple_(events.c.source, events.c.lead_id).in_(pairs))
+                        .group_by(events.c.source, events.c.lead_id).order_by(last.desc()).limit(limit)).all()
+    return [LeadFound(source, lead, count, first, latest) for source, lead, count, first, latest in rows]
+
+
 @dataclass(frozen=True)
 class SecretUse:
     """How one configured webhook secret of a source has been used (by `events.signature_index`)."""

@@ -12,6 +12,7 @@
 - `alert_state`: the state each alert was last sent for (connector.alerts).
 - `reconcile_runs`: each comparison of a marketplace's delivered leads with the stored events.
 - `scheduled_jobs`: per job the worker runs on a schedule, when it is next due and who runs it now.
+- `console_logins`: wrong console passwords per client and in all, and lockouts (store/logins.py).
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -196,5 +197,14 @@ scheduled_jobs = Table(
     Column("last_finished_at", Float),
     Column("last_state", String(20)),  # ok or failed
     Column("last_summary", Text),
+    Column("updated_at", Float, nullable=False),
+)
+
+console_logins = Table(
+    "console_logins", metadata,
+    Column("key", String(200), primary_key=True),  # "client:<address>" or "all": what a lockout counts
+    Column("failures", Integer, nullable=False),  # wrong passwords since window_start
+    Column("window_start", Float, nullable=False),
+    Column("locked_until", Float),  # logins refused until then (not even compared)
     Column("updated_at", Float, nullable=False),
 )

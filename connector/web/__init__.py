@@ -18,6 +18,7 @@ from connector import intake, metrics
 from connector.runtime import Runtime, load_runtime
 from connector.sources import InvalidPayload
 from connector.store import StoreUnavailable
+from connector.web import console
 
 log = logging.getLogger("connector.web")
 bp = Blueprint("receiver", __name__)
@@ -159,6 +160,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["connector.runtime"] = runtime
     app.register_blueprint(bp)
+    console.install(app, runtime)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     return app
