@@ -7,6 +7,7 @@
 - `destination_health`: per destination, since when its deliveries keep failing transiently, and why.
 - `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
+- `rate_budgets`: per API key (hashed), the requests it may still send, shared by every process.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -145,5 +146,15 @@ alert_state = Table(
     "alert_state", metadata,
     Column("key", String(200), primary_key=True),  # destination:NAME, pending:NAME, deadletters
     Column("state", String(100), nullable=False),  # the state last alerted (connector.alerts)
+    Column("updated_at", Float, nullable=False),
+)
+
+rate_budgets = Table(
+    "rate_budgets", metadata,
+    # sha256 of remote, server and API key (connector.pacing.key_digest): never the key itself
+    Column("key", String(64), primary_key=True),
+    Column("label", String(100), nullable=False),  # the remote ("hubspot", "leaditio"), for `status`
+    Column("version", Integer, nullable=False),  # compare and set: a change applies only to the version read
+    Column("state", Text, nullable=False),  # JSON: windows, grants, foreign use, hold (connector.pacing)
     Column("updated_at", Float, nullable=False),
 )

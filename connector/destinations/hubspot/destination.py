@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -12,22 +11,30 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import urllib3
 from urllib3.util.retry import Retry
 
-from connector.apiclient import Counters, RateBudget, shared_budget
+from connector.apiclient import Counters
 from connector.backoff import backoff
 from connector.destinations.base import Destination
 from connector.destinations.hubspot import errors as answers
 from connector.destinations.hubspot import schema, setup
-from connector.destinations.hubspot.quota import shared_quota
 from connector.destinations.hubspot.settings import Settings
-from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
+from connector.errors import (
+    ConfigProblem,
+    ConnectorError,
+    Paced,
+    Permanent,
+    RateLimited,
+    Retryable,
+    network_error,
+)
 from connector.mapping import Mapping, shipped_mapping
+from connector.pacing import Budget, Budgets, Refused, Window, header_int, local_budgets
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 # We count a request when it leaves, HubSpot when it arrives: our window is longer by a margin that
 # covers how much later one request may arrive than another (5%, and never under 0.1 s).
 WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.05, 0.1
+BURST, DAILY = "burst", "daily"  # the budget's windows: HubSpot's ten-secondly limit, our daily_limit
+PAUSE_AFTER = 60.0  # a budget wait longer than this pauses the destination (every worker) instead of resting
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
 
 # --- one lead on its way --------------------------------------------------------------------
@@ -86,19 +95,35 @@ class HubSpotDestination(Destination):
     kind = "hubspot"
     Settings = Settings
     max_batch = 100
+    paced = True
 
-    def __init__(self, name: str, settings: Settings):
+    def __init__(self, name: str, settings: Settings, budgets: Budgets | None = None):
         super().__init__(name, settings)
         self.settings: Settings = settings
         self._token = settings.access_token.get_secret_value().strip()
-        digest = hashlib.sha256(self._token.encode()).hexdigest()
+        self.zone = ZoneInfo(settings.account_timezone)
         window = settings.rate_window + max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
-        self.budget: RateBudget = shared_budget("hubspot", self._token or f"unset:{name}",
-                                                requests_per_minute=settings.requests_per_10s, window=window)
-        self.quota = shared_quota(digest, settings.daily_limit, ZoneInfo(settings.account_timezone))
+        # One budget per token, kept in the database: every thread and process delivering with this token
+        # shares HubSpot's ten-second window (and our own daily_limit, counted per account day).
+        self.budget: Budget = (budgets or local_budgets()).budget(
+            "hubspot", self._token or f"unset:{name}", [
+                Window(BURST, settings.requests_per_10s, window),
+                Window(DAILY, settings.daily_limit, 86400.0, resets=self.next_midnight)],
+            scope=settings.host.rstrip("/"))
         self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
         self._apis: _Apis | None = None
         self._lock = threading.Lock()
+        self._background = False  # the batch being sent came from a backfill or reconcile only
+        self._waits = False  # setup and checks (a command) wait for the budget; deliveries let the worker rest
+
+    def next_midnight(self, now: float) -> float:
+        """When the account's day ends: HubSpot's daily limit resets at midnight in its time zone."""
+        local = datetime.fromtimestamp(now, self.zone)
+        tomorrow = (local + timedelta(days=1)).date()
+        return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone).timestamp()
+
+    def paced_for(self) -> float:
+        return self.budget.peek()
 
     # --- the SDK, built once (each `client.crm...batch_api` access builds a new pool) ----
     def _sdk(self) -> _Apis:
@@ -131,79 +156,91 @@ class HubSpotDestination(Destination):
                      exceptions=(ObjectsApiException, PropertiesApiException))
 
     def _clock(self, when: float) -> str:
-        return datetime.fromtimestamp(when, self.quota.zone).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(when, self.zone).strftime("%Y-%m-%d %H:%M")
 
     @property
     def _timeout(self) -> tuple[float, float]:
         return (min(10.0, self.settings.timeout), self.settings.timeout)
 
-    # --- one HubSpot request: quota, budget, timeout, 429s -------------------------------
+    # --- one HubSpot request: the shared budget, timeout, 429s -----------------------------
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
         """Send one request through the shared budget; returns (data, status).
 
         Raises `_Refused` for a 4xx HubSpot refused, or a classified error for everything the
-        whole request suffers (network, 5xx, auth, a 429 we stopped waiting for, the daily limit).
+        whole request suffers (network, 5xx, auth, a 429, the budget saying wait: `Paced`, or a
+        daily limit: a pause of the destination). Nothing here sleeps or resends: the worker does.
         """
         apis = self._sdk()
-        rate_limited = 0
-        while True:
-            back_at = self.quota.take()
-            if back_at is not None:
-                raise RateLimited(f"HubSpot's daily API limit is used up until {self._clock(back_at)} "
-                                  "(account time)",
-                                  retry_after=max(1.0, back_at - time.time()), pause_destination=True,
-                                  code="DAILY")
-            self.budget.acquire()
-            self.counters.add("requests")
-            try:
-                data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
-            except apis.exceptions as exc:
-                self.budget.release()
-                error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
-                                            getattr(exc, "headers", None))
-                if error.status == 429:
-                    self.counters.add("rate_limited")
-                    rate_limited += 1
-                    wait = self._rate_limited(error, rate_limited)
-                    if wait is not None:
-                        continue
-                    raise error.classified() from None
-                if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
-                    raise _Refused(error) from None
+        self._take()
+        self.counters.add("requests")
+        try:
+            data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
+        except apis.exceptions as exc:
+            self._feed(getattr(exc, "headers", None))
+            error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
+                                        getattr(exc, "headers", None))
+            if error.status == 429:
+                self.counters.add("rate_limited")
+                self._rate_limited(error)
                 raise error.classified() from None
-            except urllib3.exceptions.HTTPError as exc:
-                self.budget.release()
-                raise network_error("hubspot", exc) from None
-            except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
-                self.budget.release()
-                raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
-                                code="unreadable_answer") from None
-            self.budget.release()
-            remaining = (headers or {}).get("X-HubSpot-RateLimit-Daily-Remaining")
-            if remaining is not None and remaining.strip() == "0":
-                self.quota.spend_until(self.quota.next_midnight())
-            return data, status
+            if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
+                raise _Refused(error) from None
+            raise error.classified() from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise network_error("hubspot", exc) from None
+        except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
+            raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
+                            code="unreadable_answer") from None
+        self._feed(headers)
+        return data, status
 
-    def _rate_limited(self, error: answers.HubSpotError, count: int) -> float | None:
-        """A 429: hold everyone sharing the token; the wait to retry after, or None to give up."""
+    def _take(self) -> None:
+        """Charge one request to the token's budget, or raise what the worker does about a full one."""
+        while (refused := self.budget.take(self._background)) is not None:
+            if self._waits and refused.wait <= PAUSE_AFTER:
+                time.sleep(refused.wait)
+                continue
+            raise self._spent(refused)
+
+    def _spent(self, refused: Refused) -> RateLimited:
+        if refused.window == DAILY or refused.wait > PAUSE_AFTER:
+            back_at = time.time() + refused.wait
+            what = "our daily_limit" if refused.window == DAILY else "HubSpot's daily API limit"
+            return RateLimited(f"{what} is used up until {self._clock(back_at)} (account time)",
+                               retry_after=max(1.0, refused.wait), pause_destination=True, code="DAILY")
+        return Paced(f"HubSpot's rate budget for this token is spent ({refused.window}); room again in "
+                     f"{refused.wait:.2f}s", retry_after=refused.wait, code="budget")
+
+    def _feed(self, headers: Any) -> None:
+        """HubSpot's rate headers on every answer (developers.hubspot.com/docs/api/usage-details,
+        "Rate limits": X-HubSpot-RateLimit-Max and -Remaining for the rolling interval of
+        -Interval-Milliseconds; -Daily and -Daily-Remaining where the token has a daily limit)."""
+        if not headers:
+            return
+        remaining = header_int(headers, "X-HubSpot-RateLimit-Remaining")
+        if remaining is not None:
+            self.budget.feed(BURST, remaining=remaining, limit=header_int(headers, "X-HubSpot-RateLimit-Max"))
+        if header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining") == 0:
+            self.budget.hold(self.next_midnight(time.time()) - time.time())  # the account's day is spent
+
+    def _rate_limited(self, error: answers.HubSpotError) -> None:
+        """A 429: hold everyone sharing the token (every process) for the wait, which the error carries."""
         if error.policy == "DAILY":
-            back_at = time.time() + error.retry_after if error.retry_after else self.quota.next_midnight()
-            self.quota.spend_until(back_at)
+            back_at = time.time() + error.retry_after if error.retry_after else self.next_midnight(time.time())
             error.retry_after = max(1.0, back_at - time.time())
             log.warning("HubSpot daily API limit reached: destination %s waits until %s", self.name,
                         self._clock(back_at))
-            return None
-        window = error.interval or self.settings.rate_window
-        wait = error.retry_after if error.retry_after is not None else backoff(count, 1.0, window, jitter=False)
-        self.budget.hold(wait)
-        error.retry_after = wait
-        if count > self.settings.rate_limit_retries:
-            return None
-        log.warning("HubSpot answered 429 (%s): destination %s waits %.1fs", error.policy, self.name, wait)
-        return wait
+        else:
+            window = error.interval or self.settings.rate_window
+            error.retry_after = error.retry_after if error.retry_after is not None else \
+                backoff(1, 1.0, window, jitter=False)
+            log.warning("HubSpot answered 429 (%s): every process using destination %s's token waits %.1fs",
+                        error.policy, self.name, error.retry_after)
+        self.budget.hold(error.retry_after)
 
     # --- sending ---------------------------------------------------------------------------
     def send(self, records: list[OutboundRecord]) -> list[Outcome]:
+        self._background = all(record.background for record in records)
         outcomes: dict[int, Outcome] = {}
         items: list[_Item] = []
         seen: set[str] = set()
@@ -427,6 +464,7 @@ class HubSpotDestination(Destination):
     # --- setup and checks --------------------------------------------------------------------
 
     def _properties(self) -> dict[str, Any]:
+        self._waits, self._background = True, False  # a command: wait for the budget rather than fail
         return setup.read_properties(self._call, self._sdk(), self.settings.object)
 
     def check_against_crm(self, mapping: Mapping) -> list[str]:
@@ -442,6 +480,7 @@ class HubSpotDestination(Destination):
 
     def setup(self, mapping: Mapping | None = None) -> list[str]:
         """Create the property group and the custom properties the mapping needs; safe to repeat."""
+        self._waits, self._background = True, False
         try:
             return setup.create_properties(self._call, self._sdk(), self.settings, mapping or shipped_mapping("hubspot.yaml"))
         except _Refused as refused:

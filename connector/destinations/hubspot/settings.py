@@ -39,8 +39,9 @@ class Settings(DestinationSettings):
     rate_window: float = Field(default=10.0, gt=0,
                                description="seconds of HubSpot's rolling window; change only for tests")
     rate_limit_retries: int = Field(default=3, ge=0,
-                                    description="how often one send waits out a ten-secondly 429 before "
-                                                "the worker reschedules the batch")
+                                    description="ignored (kept so older config files load): a 429 now holds "
+                                                "every process sharing the token and the worker reschedules "
+                                                "the batch after HubSpot's wait")
 
     @field_validator("account_timezone")
     @classmethod
@@ -51,5 +52,3 @@ class Settings(DestinationSettings):
             raise ValueError(f"unknown time zone '{value}' (example: Africa/Johannesburg)") from None
         return value
 
-
-# --- the daily quota, shared like the rate budget -------------------------------------------
