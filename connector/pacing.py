@@ -181,6 +181,25 @@ def feed(state: dict[str, Any], spec: Window, now: float, *, used: int | None = 
     return changed
 
 
+def restamp(state: dict[str, Any], spec: Window, granted_at: float, now: float) -> bool:
+    """An answer came for the request granted at `granted_at`: it reached the server before `now`, so
+    the server stops counting it before `now + seconds`. Its grant counts until then (True), however
+    long it took to arrive: a slow request can never let the next one in too early."""
+    if spec.resets is not None:
+        return False
+    win = _window_state(state, spec, now)
+    if win.get("reset", 0.0) > now:
+        return False  # a fixed window: the server's reset time already says when it stops counting
+    old, new = spec.expiry(granted_at), spec.expiry(now)
+    for bucket in win["ours"]:
+        if bucket[0] == old and new > old:
+            bucket[1] -= 1
+            win["ours"] = [b for b in win["ours"] if b[1] > 0]
+            _add(win, new, 1)
+            return True
+    return False
+
+
 def hold(state: dict[str, Any], until: float) -> bool:
     if until <= state.get("hold", 0.0):
         return False
@@ -206,6 +225,7 @@ class Budget:
         self.reset_margin = reset_margin  # seconds added to a server's reset time (clock skew)
         self.waited = 0.0  # seconds this process's callers slept for the budget (benchmarks)
         self._known: dict[str, Any] = {}  # the row as this process last saw it (feeds skip needless writes)
+        self._local = threading.local()  # per thread: when its last request was granted (for `restamp`)
 
     # --- taking ---------------------------------------------------------------------------
     def take(self, background: bool = False) -> Refused | None:
@@ -214,6 +234,8 @@ class Budget:
 
         def decide(state: dict[str, Any], now: float) -> tuple[bool, Refused | None]:
             refused = take(state, windows, now, background)
+            if refused is None:
+                self._local.granted_at = now
             return refused is None, refused
 
         return self.budgets.change(self, decide)
@@ -234,16 +256,28 @@ class Budget:
 
     # --- what the server said -----------------------------------------------------------------
     def feed(self, window: str, *, used: int | None = None, remaining: int | None = None,
-             limit: int | None = None, reset_at: float | None = None) -> None:
-        """A response's rate-limit headers for `window`: its limit, and what is used or remaining."""
+             limit: int | None = None, reset_at: float | None = None, answered: bool = False) -> None:
+        """A response's rate-limit headers for `window`: its limit, and what is used or remaining.
+
+        `answered`: this thread's last granted request got its answer now: its grant then counts for a
+        whole window from now (`restamp`), for a rolling window the server counts by arrival.
+        """
         spec = self.windows[window]
         if used is None and remaining is not None:
             stated = limit if limit is not None else _limit(self._known.get("w", {}).get(window, {}), spec)
             used = None if stated is None else max(0, stated - remaining)
-        if used is not None and not self._worth_writing(window, used, limit, reset_at):
+        granted_at = getattr(self._local, "granted_at", None) if answered else None
+        self._local.granted_at = None
+        if granted_at is None and (used is None and limit is None or used is not None and
+                                   not self._worth_writing(window, used, limit, reset_at)):
             return
-        self.budgets.change(self, lambda state, now: (
-            feed(state, spec, now, used=used, limit=limit, reset_at=reset_at, margin=self.reset_margin), None))
+
+        def decide(state: dict[str, Any], now: float) -> tuple[bool, None]:
+            fed = feed(state, spec, now, used=used, limit=limit, reset_at=reset_at, margin=self.reset_margin)
+            moved = granted_at is not None and restamp(state, spec, granted_at, now)
+            return fed or moved, None
+
+        self.budgets.change(self, decide)
 
     def _worth_writing(self, window: str, used: int, limit: int | None, reset_at: float | None) -> bool:
         """Skip the database when the answer says nothing new: no foreign use known or seen, same limit

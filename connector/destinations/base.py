@@ -28,12 +28,6 @@ class Destination(ABC):
     max_batch: ClassVar[int] = 1  # the most records one call can carry
     paced: ClassVar[bool] = False  # takes `budgets=` (connector.pacing): its CRM limits requests per key
 
-    def paced_for(self) -> float:
-        """Seconds until this destination's shared rate budget has room for a live request (0: now).
-
-        The worker asks before it claims a batch, and rests the destination that long instead."""
-        return 0.0
-
     def __init__(self, name: str, settings: DestinationSettings):
         self.name = name
         self.settings = settings

@@ -261,14 +261,8 @@ class Worker:
         self._rest_until[name] = max(self._rest_until.get(name, 0.0), time.time() + seconds)
 
     def _resting(self, name: str) -> bool:
-        """Resting from an earlier answer (no database asked), or the budget has no room for now."""
-        if self._rest_until.get(name, 0.0) > time.time():
-            return True
-        wait = self._destination(name).paced_for()
-        if wait > 0:
-            self._rest(name, wait)
-            return True
-        return False
+        """The destination's budget said when it has room again: until then, no claim, no database."""
+        return self._rest_until.get(name, 0.0) > time.time()
 
     def _idle_wait(self) -> float:
         """How long to sleep when no destination had work: the poll interval, or less if a rest ends first."""

@@ -39,9 +39,10 @@ from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
-# We count a request when it leaves, HubSpot when it arrives: our window is longer by a margin that
-# covers how much later one request may arrive than another (5%, and never under 0.1 s).
-WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.05, 0.1
+# HubSpot counts a request from its arrival; we count it from before it leaves until a whole window
+# after its answer (pacing.restamp), so however late it arrives HubSpot forgets it first. The margin
+# only covers clock granularity and the budget's buckets (1%, and never under 0.1 s).
+WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.01, 0.1
 BURST, DAILY = "burst", "daily"  # the budget's windows: HubSpot's ten-secondly limit, our daily_limit
 PAUSE_AFTER = 60.0  # a budget wait longer than this pauses the destination (every worker) instead of resting
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
@@ -122,9 +123,6 @@ class HubSpotDestination(Destination):
         tomorrow = (local + timedelta(days=1)).date()
         return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone).timestamp()
 
-    def paced_for(self) -> float:
-        return self.budget.peek()
-
     # --- the SDK, built once (each `client.crm...batch_api` access builds a new pool) ----
     def _sdk(self) -> _Apis:
         if self._apis is None:
@@ -187,8 +185,10 @@ class HubSpotDestination(Destination):
                 raise _Refused(error) from None
             raise error.classified() from None
         except urllib3.exceptions.HTTPError as exc:
+            self._feed(None)  # it may have arrived: it counts a whole window from now
             raise network_error("hubspot", exc) from None
         except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
+            self._feed(None)
             raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
                             code="unreadable_answer") from None
         self._feed(headers)
@@ -215,11 +215,9 @@ class HubSpotDestination(Destination):
         """HubSpot's rate headers on every answer (developers.hubspot.com/docs/api/usage-details,
         "Rate limits": X-HubSpot-RateLimit-Max and -Remaining for the rolling interval of
         -Interval-Milliseconds; -Daily and -Daily-Remaining where the token has a daily limit)."""
-        if not headers:
-            return
-        remaining = header_int(headers, "X-HubSpot-RateLimit-Remaining")
-        if remaining is not None:
-            self.budget.feed(BURST, remaining=remaining, limit=header_int(headers, "X-HubSpot-RateLimit-Max"))
+        headers = headers or {}
+        self.budget.feed(BURST, remaining=header_int(headers, "X-HubSpot-RateLimit-Remaining"),
+                         limit=header_int(headers, "X-HubSpot-RateLimit-Max"), answered=True)
         if header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining") == 0:
             self.budget.hold(self.next_midnight(time.time()) - time.time())  # the account's day is spent
 

@@ -315,9 +315,6 @@ class SalesforceDestination(Destination):
                         field=", ".join(dict.fromkeys(fields)) or None)
 
     # --- the session ----------------------------------------------------------------------
-    def paced_for(self) -> float:
-        return self.budget.peek()
-
     def _call(self, action: Callable[[Salesforce], T]) -> T:
         """Run `action` with a logged-in client; an expired session is renewed once, then repeated.
 
