@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# bench/ holds a hubspot.py: drop this folder from the path, or `import hubspot` would find it, not the SDK.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from connector.config import load_config  # noqa: E402

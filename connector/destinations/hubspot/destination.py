@@ -8,43 +8,32 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import urllib3
 from urllib3.util.retry import Retry
 
 from connector.apiclient import Counters
-from connector.backoff import backoff
 from connector.destinations.base import Destination
 from connector.destinations.hubspot import errors as answers
 from connector.destinations.hubspot import schema, setup
+from connector.destinations.hubspot.pacing import TokenBudget
 from connector.destinations.hubspot.settings import Settings
 from connector.errors import (
     ConfigProblem,
     ConnectorError,
-    Paced,
     Permanent,
-    RateLimited,
     Retryable,
     network_error,
 )
 from connector.mapping import Mapping, shipped_mapping
-from connector.pacing import Budget, Budgets, Refused, Window, header_int, local_budgets
+from connector.pacing import Budgets, local_budgets
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
-# HubSpot counts a request from its arrival; we count it from before it leaves until a whole window
-# after its answer (pacing.restamp), so however late it arrives HubSpot forgets it first. The margin
-# only covers clock granularity and the budget's buckets (1%, and never under 0.1 s).
-WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.01, 0.1
-BURST, DAILY = "burst", "daily"  # the budget's windows: HubSpot's ten-secondly limit, our daily_limit
-PAUSE_AFTER = 60.0  # a budget wait longer than this pauses the destination (every worker) instead of resting
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
 
 # --- one lead on its way --------------------------------------------------------------------
@@ -102,26 +91,15 @@ class HubSpotDestination(Destination):
         super().__init__(name, settings)
         self.settings: Settings = settings
         self._token = settings.access_token.get_secret_value().strip()
-        self.zone = ZoneInfo(settings.account_timezone)
-        window = settings.rate_window + max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
         # One budget per token, kept in the database: every thread and process delivering with this token
         # shares HubSpot's ten-second window (and our own daily_limit, counted per account day).
-        self.budget: Budget = (budgets or local_budgets()).budget(
-            "hubspot", self._token or f"unset:{name}", [
-                Window(BURST, settings.requests_per_10s, window),
-                Window(DAILY, settings.daily_limit, 86400.0, resets=self.next_midnight)],
-            scope=settings.host.rstrip("/"))
+        self.pacer = TokenBudget(budgets or local_budgets(), self._token or f"unset:{name}", settings)
+        self.budget = self.pacer.budget
         self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
         self._apis: _Apis | None = None
         self._lock = threading.Lock()
         self._background = False  # the batch being sent came from a backfill or reconcile only
         self._waits = False  # setup and checks (a command) wait for the budget; deliveries let the worker rest
-
-    def next_midnight(self, now: float) -> float:
-        """When the account's day ends: HubSpot's daily limit resets at midnight in its time zone."""
-        local = datetime.fromtimestamp(now, self.zone)
-        tomorrow = (local + timedelta(days=1)).date()
-        return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone).timestamp()
 
     # --- the SDK, built once (each `client.crm...batch_api` access builds a new pool) ----
     def _sdk(self) -> _Apis:
@@ -153,9 +131,6 @@ class HubSpotDestination(Destination):
                      properties_config=properties.api_client.configuration,
                      exceptions=(ObjectsApiException, PropertiesApiException))
 
-    def _clock(self, when: float) -> str:
-        return datetime.fromtimestamp(when, self.zone).strftime("%Y-%m-%d %H:%M")
-
     @property
     def _timeout(self) -> tuple[float, float]:
         return (min(10.0, self.settings.timeout), self.settings.timeout)
@@ -169,72 +144,30 @@ class HubSpotDestination(Destination):
         daily limit: a pause of the destination). Nothing here sleeps or resends: the worker does.
         """
         apis = self._sdk()
-        self._take()
+        self.pacer.take(self._background, self._waits)
         self.counters.add("requests")
         try:
             data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
         except apis.exceptions as exc:
-            self._feed(getattr(exc, "headers", None))
+            self.pacer.answered(getattr(exc, "headers", None))
             error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
                                         getattr(exc, "headers", None))
             if error.status == 429:
                 self.counters.add("rate_limited")
-                self._rate_limited(error)
+                self.pacer.rate_limited(error, self.name)
                 raise error.classified() from None
             if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
                 raise _Refused(error) from None
             raise error.classified() from None
         except urllib3.exceptions.HTTPError as exc:
-            self._feed(None)  # it may have arrived: it counts a whole window from now
+            self.pacer.answered(None)  # it may have arrived: it counts a whole window from now
             raise network_error("hubspot", exc) from None
         except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
-            self._feed(None)
+            self.pacer.answered(None)
             raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
                             code="unreadable_answer") from None
-        self._feed(headers)
+        self.pacer.answered(headers)
         return data, status
-
-    def _take(self) -> None:
-        """Charge one request to the token's budget, or raise what the worker does about a full one."""
-        while (refused := self.budget.take(self._background)) is not None:
-            if self._waits and refused.wait <= PAUSE_AFTER:
-                time.sleep(refused.wait)
-                continue
-            raise self._spent(refused)
-
-    def _spent(self, refused: Refused) -> RateLimited:
-        if refused.window == DAILY or refused.wait > PAUSE_AFTER:
-            back_at = time.time() + refused.wait
-            what = "our daily_limit" if refused.window == DAILY else "HubSpot's daily API limit"
-            return RateLimited(f"{what} is used up until {self._clock(back_at)} (account time)",
-                               retry_after=max(1.0, refused.wait), pause_destination=True, code="DAILY")
-        return Paced(f"HubSpot's rate budget for this token is spent ({refused.window}); room again in "
-                     f"{refused.wait:.2f}s", retry_after=refused.wait, code="budget")
-
-    def _feed(self, headers: Any) -> None:
-        """HubSpot's rate headers on every answer (developers.hubspot.com/docs/api/usage-details,
-        "Rate limits": X-HubSpot-RateLimit-Max and -Remaining for the rolling interval of
-        -Interval-Milliseconds; -Daily and -Daily-Remaining where the token has a daily limit)."""
-        headers = headers or {}
-        self.budget.feed(BURST, remaining=header_int(headers, "X-HubSpot-RateLimit-Remaining"),
-                         limit=header_int(headers, "X-HubSpot-RateLimit-Max"), answered=True)
-        if header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining") == 0:
-            self.budget.hold(self.next_midnight(time.time()) - time.time())  # the account's day is spent
-
-    def _rate_limited(self, error: answers.HubSpotError) -> None:
-        """A 429: hold everyone sharing the token (every process) for the wait, which the error carries."""
-        if error.policy == "DAILY":
-            back_at = time.time() + error.retry_after if error.retry_after else self.next_midnight(time.time())
-            error.retry_after = max(1.0, back_at - time.time())
-            log.warning("HubSpot daily API limit reached: destination %s waits until %s", self.name,
-                        self._clock(back_at))
-        else:
-            window = error.interval or self.settings.rate_window
-            error.retry_after = error.retry_after if error.retry_after is not None else \
-                backoff(1, 1.0, window, jitter=False)
-            log.warning("HubSpot answered 429 (%s): every process using destination %s's token waits %.1fs",
-                        error.policy, self.name, error.retry_after)
-        self.budget.hold(error.retry_after)
 
     # --- sending ---------------------------------------------------------------------------
     def send(self, records: list[OutboundRecord]) -> list[Outcome]:
