@@ -49,7 +49,6 @@ from connector.pacing import Budget, Budgets, Window, header_float, header_int
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
 
 
 class ApiSettingsBase(BaseModel):

@@ -2,11 +2,11 @@
 share in the database keeps them under the limit (no 429) and still uses at least 0.9 of it.
 
 The fake HubSpot runs in a process of its own and enforces the rolling window as HubSpot does (429
-`TEN_SECONDLY_ROLLING` with HubSpot's body, fakes/hubspot.py). Time is stretched twofold (100 per 20 s,
-`rate_window: 20`, the fake likewise): the ratios are the same, but the machine the suite runs on, two
+`TEN_SECONDLY_ROLLING` with HubSpot's body, fakes/hubspot.py). Time is stretched threefold (100 per 30 s,
+`rate_window: 30`, the fake likewise): the ratios are the same, but the machine the suite runs on, two
 cores shared with other suites, could not always send 10 requests a second through four processes
-(measured at 10 s under a load average of 17: 8.5 requests/s, CPU-bound, usage 0.86-0.94, no 429).
-`bench/budget.py` runs HubSpot's own 10 s window.
+(measured at 10 s under a load average of 17: 8.5 requests/s, CPU-bound, usage 0.86-0.94, no 429; at
+20 s inside the full suite: 0.86). `bench/budget.py` runs HubSpot's own 10 s window.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from fakes.hubspot import HubSpotProcess, window_usage
 from tests.conftest import ENV, ROOT, leaditio_payload, write_config
 
 LEADS = 300  # three windows' worth at one lead per request
-LIMIT, WINDOW = 100, 20.0  # requests_per_10s: 100, in a window stretched to 20 s (see above)
+LIMIT, WINDOW = 100, 30.0  # requests_per_10s: 100, in a window stretched to 30 s (see above)
 
 
 def queue_leads(config_path: Path, token: str, store: Store, count: int) -> None:
@@ -71,7 +71,7 @@ def test_four_worker_processes_share_one_hubspot_budget(tmp_path: Path, database
         queue_leads(path, token, store, LEADS)
 
         workers = start_workers(path, token, 4, 2, tmp_path)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while store.status()["queue_depth"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert store.status()["queue_depth"] == 0, "the workers did not drain the queue in time"

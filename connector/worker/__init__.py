@@ -140,6 +140,8 @@ class Worker:
             outcomes = self._destination(name).send(records)
         except ConnectorError as exc:
             return [Outcome(r.delivery_id, error=exc) for r in records]
+        except self.store.database_errors:  # the rate budget could not be read: the database is down
+            raise
         except Exception as exc:  # a bug or an unexpected library error: keep the leads, find the one
             if len(records) > 1:
                 log.warning("destination %s failed unexpectedly on a batch of %d (%s); sending it in halves to "
