@@ -56,7 +56,8 @@ class ApiSettingsBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int = Field(default=60, gt=0, description="pace until the API's rate headers say")
+    requests_per_minute: int = Field(default=60, gt=0, description="the key's limit, shared by every process "
+                                     "using it, until the API's rate headers say")
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
     backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
