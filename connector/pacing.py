@@ -256,11 +256,14 @@ class Budget:
 
     # --- what the server said -----------------------------------------------------------------
     def feed(self, window: str, *, used: int | None = None, remaining: int | None = None,
-             limit: int | None = None, reset_at: float | None = None, answered: bool = False) -> None:
+             limit: int | None = None, reset_at: float | None = None, answered: bool = False,
+             slack: float = 0.0) -> None:
         """A response's rate-limit headers for `window`: its limit, and what is used or remaining.
 
         `answered`: this thread's last granted request got its answer now: its grant then counts for a
-        whole window from now (`restamp`), for a rolling window the server counts by arrival.
+        whole window from now (`restamp`), for a rolling window the server counts by arrival. An answer
+        within `slack` seconds of the grant needs no restamp (our window is that much longer than the
+        server's), which spares the database a write per request.
         """
         spec = self.windows[window]
         if used is None and remaining is not None:
@@ -268,6 +271,8 @@ class Budget:
             used = None if stated is None else max(0, stated - remaining)
         granted_at = getattr(self._local, "granted_at", None) if answered else None
         self._local.granted_at = None
+        if granted_at is not None and self.budgets.clock() - granted_at <= slack:
+            granted_at = None
         if granted_at is None and (used is None and limit is None or used is not None and
                                    not self._worth_writing(window, used, limit, reset_at)):
             return

@@ -24,9 +24,9 @@ from connector.pacing import Budget, Budgets, Refused, Window, header_int
 
 log = logging.getLogger("connector.destinations.hubspot")
 
-# HubSpot counts a request from its arrival; we count it from before it leaves until a whole window
-# after its answer (pacing.restamp), so however late it arrives HubSpot forgets it first. The margin
-# only covers clock granularity and the budget's buckets (1%, and never under 0.1 s).
+# HubSpot counts a request from its arrival; we count it from before it leaves for a window longer by
+# the margin (1%, and never under 0.1 s), and an answer that took longer than the margin restamps it to
+# a whole window after the answer (pacing.restamp): however late it arrived, HubSpot forgets it first.
 WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.01, 0.1
 BURST, DAILY = "burst", "daily"  # the budget's windows: HubSpot's ten-secondly limit, our daily_limit
 PAUSE_AFTER = 60.0  # a budget wait longer than this pauses the destination (every worker) instead of resting
@@ -38,7 +38,8 @@ class TokenBudget:
     def __init__(self, budgets: Budgets, token: str, settings: Settings):
         self.settings = settings
         self.zone = ZoneInfo(settings.account_timezone)
-        window = settings.rate_window + max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
+        self.margin = max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
+        window = settings.rate_window + self.margin
         self.budget: Budget = budgets.budget("hubspot", token, [
             Window(BURST, settings.requests_per_10s, window),
             Window(DAILY, settings.daily_limit, 86400.0, resets=self.next_midnight)],
@@ -75,7 +76,8 @@ class TokenBudget:
         """An answer (or none: a network error, the request may have arrived) to the last request taken."""
         headers = headers or {}
         self.budget.feed(BURST, remaining=header_int(headers, "X-HubSpot-RateLimit-Remaining"),
-                         limit=header_int(headers, "X-HubSpot-RateLimit-Max"), answered=True)
+                         limit=header_int(headers, "X-HubSpot-RateLimit-Max"), answered=True,
+                         slack=self.margin)
         if header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining") == 0:
             self.budget.hold(self.next_midnight(time.time()) - time.time())  # the account's day is spent
 
