@@ -292,7 +292,7 @@ class Budget:
             return True
         if reset_at is not None and abs(win.get("reset", 0.0) - (reset_at + self.reset_margin)) > 0.001:
             return True
-        counted = sum(n for at, n in win["ours"] if at > time.time())
+        counted = sum(n for at, n in win["ours"] if at > self.budgets.clock())
         return win["foreign"] > 0 or used > counted
 
     def hold(self, seconds: float) -> None:
