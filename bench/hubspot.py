@@ -19,12 +19,10 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,9 @@ from connector.runtime import Runtime  # noqa: E402
 from connector.store import Store  # noqa: E402
 from connector.store.schema import DEAD, DELIVERED  # noqa: E402
 from connector.worker import run_workers  # noqa: E402
+from fakes.hubspot import HubSpotProcess  # noqa: E402
 
-SECRET = "bench-secret"
+SECRET = "bench-webhook-secret-0123"
 TOKEN = f"pat-na1-bench-{uuid.uuid4()}"
 
 
@@ -60,29 +59,7 @@ def webhook_body(index: int) -> bytes:
     }).encode()
 
 
-class FakeProcess:
-    """fakes/hubspot.py in a child process, with HubSpot's default limit of 100 per 10 s."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fakes.hubspot", "--token", TOKEN, "--max-per-interval", "100",
-             "--interval-ms", "10000", "--quiet"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-        if not self.url.startswith("http"):
-            raise SystemExit("the fake HubSpot did not start")
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/__fake/stats", timeout=10) as answer:
-            return json.loads(answer.read())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def run(fake: FakeProcess, leads: int, batch_size: int | None, folder: Path, name: str) -> dict[str, float]:
+def run(fake: HubSpotProcess, leads: int, batch_size: int | None, folder: Path, name: str) -> dict[str, float]:
     """Queue `leads` events in a fresh store, drain them into HubSpot with two worker threads, and measure."""
     work = Path(tempfile.mkdtemp(dir=folder))
     shutil.copytree(ROOT / "mappings", work / "mappings")
@@ -136,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    fake = FakeProcess()
+    fake = HubSpotProcess([TOKEN], max_per_interval=100, interval_ms=10_000)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             batched = run(fake, args.leads, None, Path(tmp), "hubspot_batched")

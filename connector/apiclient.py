@@ -1,22 +1,21 @@
-"""Calling a marketplace's REST API politely: one rate budget per API key, retries, classified errors.
+"""Calling a marketplace's REST API politely: the key's shared rate budget, retries, classified errors.
 
 Marketplace clients (connector/sources/*.py) build one `ApiClient` each and call `get`/`post`;
-everything about pacing and failure lives here, so every marketplace behaves the same:
+everything about failure lives here, and pacing in connector.pacing, so every marketplace behaves
+the same:
 
-    budget = shared_budget("leaditio", api_key, requests_per_minute=60, scope=base_url)
+    budget = marketplace_budget(runtime.budgets, "leaditio", api_key, requests_per_minute=60, scope=base_url)
     client = ApiClient("leaditio", "https://leaditio.com/api/v1",
                        headers={"Authorization": f"Bearer {api_key}"}, budget=budget,
                        hints={401: "check LEADITIO_API_KEY"})
     page = client.get("/leads", params={"page": 1, "limit": 100})   # parsed JSON
     lead = client.get("/leads/lead_abc", missing_ok=True)            # None on 404
 
-- `RateBudget` decides when the next request may leave. Before any response it allows the configured
-  `requests_per_minute` in any sliding minute; once the API sends `X-RateLimit-Remaining` /
-  `X-RateLimit-Reset` (an epoch time, or seconds from now) it follows those (the server's count is
-  the truth). A 429 holds every caller
-  of the budget until `Retry-After`. Budgets are shared per (remote, API key) across the process
-  (`shared_budget`), so a backfill, a stats call and a webhook registration never add up to more
-  than the key allows.
+- The budget (`connector.pacing.Budget`, kept in the database) is shared by every process using the
+  key: a backfill, a reconcile, a stats call and a webhook registration, on any machine, never add up
+  to more than the key allows. Every response's `X-RateLimit-*` headers feed it; a 429 holds every
+  caller of the key until `Retry-After`. A client marked `background` (backfill, reconcile) leaves
+  part of each window to the others (`pacing.BACKGROUND_SHARE`).
 - `ApiClient` sends the request, retries 5xx and network errors with exponential backoff
   (`RetryPolicy`), waits out 429s, and turns a final failure's `{"code", "message"}` body into
   the error class from `connector.errors.classify`, with an operator hint appended.
@@ -28,11 +27,9 @@ Nothing here logs request bodies, query strings or responses (they carry phone n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +45,10 @@ from connector.errors import (
     network_error,
     parse_retry_after,
 )
+from connector.pacing import Budget, Budgets, Window, header_float, header_int
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
 
 
 class ApiSettingsBase(BaseModel):
@@ -59,7 +56,8 @@ class ApiSettingsBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int = Field(default=60, gt=0, description="pace until the API's rate headers say")
+    requests_per_minute: int = Field(default=60, gt=0, description="the key's limit, shared by every process "
+                                     "using it, until the API's rate headers say")
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     retries: int = Field(default=5, ge=1, le=20, description="tries for a 5xx or network error")
     backoff: float = Field(default=1.0, gt=0, description="first retry delay in seconds, doubled each time")
@@ -78,145 +76,35 @@ class VersionedRootSettings(ApiSettingsBase):
         return value[: -len("/v1")] if value.endswith("/v1") else value
 
 
-class RateBudget:
-    """How many requests one API key may still send, and when; thread-safe.
+RATE = "rate"  # the one window of a marketplace API key
 
-    The server counts in fixed windows and reports the count on every response; in-flight
-    requests are charged up front (`acquire`) so concurrent callers never overshoot what the
-    last response said was left.
+
+def marketplace_budget(budgets: Budgets, remote: str, api_key: str, *, requests_per_minute: int,
+                       reset_margin: float = 0.5, scope: str = "") -> Budget:
+    """The budget every process shares for one marketplace API key (connector.pacing).
+
+    Until the API answers, `requests_per_minute` in any minute; then the limit the API states. Leaditio
+    documents `X-RateLimit-Limit: 60`, `X-RateLimit-Remaining: 54` and `X-RateLimit-Reset: 1716196800`
+    (an epoch time) on every response, and 429 `rate_limited` past the limit (Leaditio API reference,
+    "Rate Limits"; LeadOS and LeadNod send the same headers). `scope` (the base URL) keeps a sandbox's
+    key apart from production's.
     """
-
-    def __init__(self, requests_per_minute: int, *, window: float = 60.0, reset_margin: float = 0.5,
-                 clock: Clock = time.time):
-        if requests_per_minute <= 0:
-            raise ValueError("requests_per_minute must be positive")
-        self.limit = requests_per_minute  # per `window`, until the server says otherwise
-        self.window = window
-        self.reset_margin = reset_margin  # seconds added to the server's reset time (clock skew)
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._sent: deque[float] = deque()  # send times within the last `window` (fallback pacing)
-        self._remaining: int | None = None  # per the server, minus what we sent since
-        self._reset_at: float | None = None  # server epoch time the current window ends
-        self._hold_until = 0.0  # a 429's Retry-After: nobody sends before this
-        self._in_flight = 0
-        self.server_paced = False  # True once the API has sent rate-limit headers
-        self.waited = 0.0  # seconds callers spent waiting for the budget
-
-    # --- what callers use -------------------------------------------------------------
-    def acquire(self) -> None:
-        """Block until one more request may be sent, and charge it."""
-        with self._cond:
-            while True:
-                delay = self._delay(self._clock())
-                if delay <= 0:
-                    break
-                started = time.monotonic()
-                self._cond.wait(timeout=delay)
-                self.waited += time.monotonic() - started
-            now = self._clock()
-            self._sent.append(now)
-            if self._remaining is not None:
-                self._remaining -= 1
-            self._in_flight += 1
-
-    def observe(self, headers: Mapping[str, str], *, status: int | None = None) -> None:
-        """Feed a response's `X-RateLimit-*` headers back (every response, errors included)."""
-        with self._cond:
-            self._in_flight = max(0, self._in_flight - 1)
-            limit = _int(headers.get("X-RateLimit-Limit"))
-            remaining = _int(headers.get("X-RateLimit-Remaining"))
-            reset = _float(headers.get("X-RateLimit-Reset"))
-            if reset is not None and reset < 1e9:  # some APIs send seconds until the reset, not a time
-                reset += self._clock()
-            if limit is not None and limit > 0:
-                self.limit = limit
-            if remaining is not None:
-                self.server_paced = True
-                # Requests still in flight may or may not be in the server's count: assume not.
-                believed = max(0, remaining - self._in_flight)
-                if reset is not None and (self._reset_at is None or reset > self._reset_at + 0.001):
-                    self._reset_at, self._remaining = reset, believed  # a new window
-                else:
-                    self._remaining = believed if self._remaining is None else min(self._remaining, believed)
-                    if reset is not None:
-                        self._reset_at = reset
-            if status == 429 and self._remaining is not None:
-                self._remaining = 0
-            self._cond.notify_all()
-
-    def release(self) -> None:
-        """A charged request never got an answer (network error): it is no longer in flight."""
-        with self._cond:
-            self._in_flight = max(0, self._in_flight - 1)
-            self._cond.notify_all()
-
-    def hold(self, seconds: float) -> None:
-        """The server said 429, wait `seconds`: every caller of this budget waits."""
-        with self._cond:
-            self._hold_until = max(self._hold_until, self._clock() + max(0.0, seconds))
-            self._cond.notify_all()
-
-    @property
-    def rate(self) -> float:
-        """Requests per second this key is allowed (for ETAs)."""
-        return self.limit / self.window
-
-    def seconds_until_reset(self) -> float | None:
-        with self._cond:
-            return None if self._reset_at is None else max(0.0, self._reset_at - self._clock())
-
-    # --- the decision -----------------------------------------------------------------
-    def _delay(self, now: float) -> float:
-        """Seconds the next request must wait (0: go now)."""
-        if now < self._hold_until:
-            return self._hold_until - now
-        if self._reset_at is not None and now >= self._reset_at + self.reset_margin:
-            # The server's window is over: a fresh allowance (its next response corrects us).
-            self._reset_at, self._remaining = None, max(0, self.limit - self._in_flight)
-        if self.server_paced and self._remaining is not None:
-            if self._remaining > 0:
-                return 0.0
-            if self._reset_at is not None:
-                return max(0.001, self._reset_at + self.reset_margin - now)
-            # "None left" but no reset time: fall back to our own sliding window below.
-        while self._sent and self._sent[0] <= now - self.window:
-            self._sent.popleft()
-        if len(self._sent) < self.limit:
-            return 0.0
-        return max(0.001, self._sent[0] + self.window - now)
+    if requests_per_minute <= 0:
+        raise ValueError("requests_per_minute must be positive")
+    return budgets.budget(remote, api_key, [Window(RATE, requests_per_minute, 60.0)], scope=scope,
+                          reset_margin=reset_margin)
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-_BUDGETS: dict[tuple[str, str, str], RateBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
-
-
-def shared_budget(remote: str, api_key: str, *, requests_per_minute: int, window: float = 60.0,
-                  reset_margin: float = 0.5, scope: str = "") -> RateBudget:
-    """The process-wide budget of one API key (created on first use; later settings are ignored).
-
-    `scope` (the base URL) keeps keys of different servers apart, e.g. a sandbox and production.
-    """
-    key = (remote, scope, hashlib.sha256(api_key.encode()).hexdigest())  # never keep the key itself
-    with _BUDGETS_LOCK:
-        budget = _BUDGETS.get(key)
-        if budget is None:
-            budget = _BUDGETS[key] = RateBudget(requests_per_minute, window=window, reset_margin=reset_margin)
-        return budget
+def feed_rate_headers(budget: Budget, headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Give the budget a response's `X-RateLimit-*` headers; returns the reset time they state, if any."""
+    reset = header_float(headers, "X-RateLimit-Reset")
+    if reset is not None and reset < 1e9:  # some APIs send seconds until the reset, not a time
+        reset += time.time() if now is None else now
+    remaining = header_int(headers, "X-RateLimit-Remaining")
+    limit = header_int(headers, "X-RateLimit-Limit")
+    if remaining is not None or limit is not None:
+        budget.feed(RATE, remaining=remaining, limit=limit, reset_at=reset)
+    return reset
 
 
 @dataclass(frozen=True)
@@ -252,13 +140,14 @@ class Counters:
 class ApiClient:
     """One marketplace API: base URL, auth headers, the shared budget, retries and error mapping."""
 
-    def __init__(self, remote: str, base_url: str, *, headers: Mapping[str, str], budget: RateBudget,
+    def __init__(self, remote: str, base_url: str, *, headers: Mapping[str, str], budget: Budget,
                  timeout: float = 30.0, retry: RetryPolicy | None = None,
                  hints: Mapping[int | str, str] | None = None):
         self.remote = remote
         self.base_url = base_url.rstrip("/")
         self.headers = {"Accept": "application/json", "User-Agent": "leads-connector", **headers}
         self.budget = budget
+        self.background = False  # a backfill or reconcile: takes only while live callers keep a reserve
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.hints = dict(hints or {})  # status or remote code -> what the operator should do
@@ -295,19 +184,18 @@ class ApiClient:
         url = f"{self.base_url}/{path.lstrip('/')}"
         failures = rate_limited = 0
         while True:
-            self.budget.acquire()
+            self.budget.acquire(self.background)
             self.counters.add("requests")
             try:
                 response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
             except requests.RequestException as exc:
-                self.budget.release()
                 error: ConnectorError = network_error(self.remote, _without_query(exc))
                 failures += 1
                 if retry_server_errors and failures < self.retry.attempts:
                     self._pause_before_retry(failures, error)
                     continue
                 raise self._with_hint(error, f"{method} {path}") from None
-            self.budget.observe(response.headers, status=response.status_code)
+            reset_at = feed_rate_headers(self.budget, response.headers)
             if response.status_code < 400:
                 return _json(response)
             if response.status_code == 404 and missing_ok:
@@ -316,7 +204,7 @@ class ApiClient:
             if response.status_code == 429:
                 rate_limited += 1
                 self.counters.add("rate_limited")
-                wait = self._retry_after(response)
+                wait = self._retry_after(response, reset_at)
                 self.budget.hold(wait)
                 if rate_limited < self.retry.max_rate_limited:
                     log.warning("%s API answered 429 (rate limited): waiting %.1fs", self.remote, wait)
@@ -336,11 +224,16 @@ class ApiClient:
                     self.retry.attempts - 1, delay)
         self.retry.sleep(delay)
 
-    def _retry_after(self, response: requests.Response) -> float:
+    def _retry_after(self, response: requests.Response, reset_at: float | None) -> float:
         wait = parse_retry_after(response.headers.get("Retry-After"))
-        if wait is None:
-            wait = self.budget.seconds_until_reset()
+        if wait is None and reset_at is not None:
+            wait = max(0.0, reset_at + self.budget.reset_margin - time.time())
         return self.retry.default_retry_after if wait is None else wait
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the key allows (for ETAs)."""
+        return self.budget.rate(RATE)
 
     def _classify(self, response: requests.Response) -> ConnectorError:
         body = _json_or_none(response)
@@ -364,7 +257,7 @@ class ApiClient:
         error.message = text
         error.args = (text,)
         if isinstance(error, Retryable) and error.retry_after is None and error.status == 429:
-            error.retry_after = self.budget.seconds_until_reset()
+            error.retry_after = self.budget.peek(self.background) or None
         return error
 
 

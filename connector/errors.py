@@ -5,7 +5,8 @@ single table `RULES` below; only the worker acts on them (retry, pause, dead-let
 
 - `Retryable`: try again later (network, timeout, 5xx, lock contention). `retry_after` is a hint.
 - `RateLimited`: a Retryable whose wait the remote told us; with `pause_destination` the whole
-  destination waits (a daily quota), not just this record.
+  destination waits (a daily quota), not just this record. `Paced`: the shared rate budget said
+  wait before anything was sent.
 - `Permanent`: the CRM rejected this record; it goes to dead letters with the CRM's own words.
 - `ConfigProblem`: nothing is wrong with the lead: credentials, a mapping or a setting are.
   Deliveries wait, the destination is paused and `connector status` says why.
@@ -50,6 +51,12 @@ class RateLimited(Retryable):
                  pause_destination: bool = False, **kw):
         super().__init__(message, retry_after=retry_after, **kw)
         self.pause_destination = pause_destination
+
+
+class Paced(RateLimited):
+    """Nothing was sent: the key's shared rate budget (connector.pacing) has room again in `retry_after`
+    seconds. The worker gives the records back untouched (no attempt counted) and rests the destination
+    that long; no other process sends meanwhile either, since they share the budget."""
 
 
 class Permanent(ConnectorError):

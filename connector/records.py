@@ -31,6 +31,7 @@ class OutboundRecord:
     policies: dict[str, UpdatePolicy]
     known: bool = False  # this destination already took this lead from us: an update
     crm_id: str | None = None  # the CRM's id for it, when known
+    background: bool = False  # found by a backfill or reconcile: paced behind live leads (connector.pacing)
 
     def payload(self, existing: dict[str, Any] | None = None) -> dict[str, Any]:
         """The fields to write, after each field's update policy.

@@ -22,6 +22,7 @@ from connector.errors import ConfigError
 from connector.logs import Redactor, install
 from connector.mapping import Mapping, load_mapping
 from connector.notify import Notifier
+from connector.pacing import Budgets
 from connector.rotation import labels
 from connector.sources import MARKETPLACES, Marketplace
 from connector.store import Store
@@ -79,8 +80,13 @@ class Runtime:
         return Store(self.config.database.url, self.config.server.event_time_tolerance)
 
     @cached_property
+    def budgets(self) -> Budgets:
+        """Every API key's rate budget, kept in the store so all processes share it (connector.pacing)."""
+        return Budgets(self.store)
+
+    @cached_property
     def marketplaces(self) -> dict[str, Marketplace]:
-        return {name: MARKETPLACES[src.marketplace](name, src) for name, src in self.config.sources.items()}
+        return {name: MARKETPLACES[src.marketplace](name, src, self.budgets) for name, src in self.config.sources.items()}
 
     @cached_property
     def alerter(self) -> Alerter | None:
@@ -100,7 +106,10 @@ class Runtime:
 
     def destination(self, name: str) -> Destination:
         """A new client for destination `name` (each worker thread holds its own)."""
-        return DESTINATIONS[self.config.destinations[name].type](name, self._destination_settings[name])
+        cls = DESTINATIONS[self.config.destinations[name].type]
+        if cls.paced:  # its CRM limits a key, not a process: pace it with the shared budgets
+            return cls(name, self._destination_settings[name], budgets=self.budgets)
+        return cls(name, self._destination_settings[name])
 
     def mapping(self, name: str) -> Mapping:
         """Destination `name`'s mapping as its file reads now; a ConfigError names the file and line."""

@@ -46,15 +46,18 @@ It prints its URL on the first line; `GET /__fake/stats` returns its counters as
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import json
 import logging
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -193,6 +196,7 @@ class FakeHubSpot:
         self.bodies: list[dict[str, Any]] = []  # JSON bodies received (tests look at what was sent)
         self.rate_limited = 0
         self.peak_in_window = 0
+        self.arrivals: dict[str, list[float]] = {}  # token -> arrival times of the requests the limit let in
         self.app = self._build()
 
     # --- what tests set up and look at ------------------------------------------------
@@ -278,6 +282,11 @@ class FakeHubSpot:
                           "companyCurrency": "ZAR", "additionalCurrencies": [], "utcOffset": "+02:00",
                           "utcOffsetMilliseconds": 7200000, "uiDomain": "app-eu1.hubspot.com",
                           "dataHostingLocation": "eu1"}, 200)
+
+        @app.get("/__fake/arrivals")
+        def fake_arrivals() -> Any:  # when each request inside the limit arrived (epoch seconds), per token
+            with self.lock:
+                return _json({token: list(times) for token, times in self.arrivals.items()}, 200)
 
         @app.post("/crm/v3/objects/<object_type>/batch/upsert")
         def batch_upsert(object_type: str) -> Any:
@@ -382,6 +391,7 @@ class FakeHubSpot:
                 return self._too_many("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.",
                                       wait)
             window.append(now)
+            self.arrivals.setdefault(token, []).append(time.time())
             self.peak_in_window = max(self.peak_in_window, len(window))
             self._daily[token] = self._daily.get(token, 0) + 1
             for index, (path, status, body, headers) in enumerate(self.script):
@@ -687,18 +697,68 @@ def hubspot_server(fake: FakeHubSpot | None = None, *, tls: bool = False,
             yield fake, url, ca_file
 
 
+class HubSpotProcess:
+    """This fake in a child process of its own (so it shares no interpreter, nor GIL, with the clients
+    it limits): `python -m fakes.hubspot`. Used by the benchmarks and the multi-process tests."""
+
+    def __init__(self, tokens: list[str], max_per_interval: int = 100, interval_ms: int = 10_000):
+        args = [a for token in tokens for a in ("--token", token)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fakes.hubspot", *args, "--max-per-interval", str(max_per_interval),
+             "--interval-ms", str(interval_ms), "--quiet"],
+            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError("the fake HubSpot did not start")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self.get("/__fake/stats")
+
+    def arrivals(self, token: str) -> list[float]:
+        return self.get("/__fake/arrivals").get(token, [])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def window_usage(arrivals: list[float], limit: int, window: float, step: float = 0.05) -> float:
+    """The share of the limit used while there was work: over every `window`-long span that starts at or
+    after the first arrival and ends by the last, the requests in it divided by `limit`, averaged.
+
+    A rolling limit of `limit` per `window` allows at most `limit` in each such span, so 1.0 is the most
+    anyone can use; spans reaching past the last request (the work ran out) do not count.
+    """
+    times = sorted(arrivals)
+    if not times or times[-1] - times[0] < window:
+        return 0.0
+    shares, start = [], times[0]
+    while start + window <= times[-1] + 1e-9:
+        inside = bisect.bisect_left(times, start + window) - bisect.bisect_left(times, start)
+        shares.append(inside / limit)
+        start += step
+    return sum(shares) / len(shares)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-per-interval", type=int, default=100)
     parser.add_argument("--interval-ms", type=int, default=10_000)
     parser.add_argument("--daily-limit", type=int, default=250_000)
-    parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--token", action="append", help="a token it accepts (repeat for several; default: "
+                                                          "the fake's own)")
     parser.add_argument("--quiet", action="store_true", help="do not log every request")
     args = parser.parse_args(argv)
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    fake = FakeHubSpot(tokens=(args.token,), max_per_interval=args.max_per_interval,
+    fake = FakeHubSpot(tokens=tuple(args.token or [TOKEN]), max_per_interval=args.max_per_interval,
                        interval_ms=args.interval_ms, daily_limit=args.daily_limit)
     server = Server(fake.app, port=args.port)
     print(server.url, flush=True)

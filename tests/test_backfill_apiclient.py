@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
-from connector.apiclient import ApiClient, RateBudget, RetryPolicy, shared_budget
+from connector.apiclient import RATE, ApiClient, RetryPolicy, feed_rate_headers, marketplace_budget
 from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
+from connector.pacing import Budget, Window, local_budgets
 from connector.sources.leaditio import ApiSettings, LeaditioApi
 from fakes.leaditio_api import FakeLeaditioApi, make_lead
 
@@ -22,37 +23,47 @@ def new_key() -> str:
     return f"key-{uuid.uuid4().hex[:8]}"
 
 
-def client_for(fake: FakeLeaditioApi, key: str, budget: RateBudget | None = None, **kw) -> ApiClient:  # noqa: ANN003
-    budget = budget or RateBudget(1000, window=1.0, reset_margin=0.01)
+def rate_budget(per_window: int = 1000, window: float = 1.0, margin: float = 0.01, scope: str = "") -> Budget:
+    """A budget of its own (a fresh key each time): `per_window` requests in `window` seconds."""
+    return local_budgets().budget("leaditio", new_key(), [Window(RATE, per_window, window)], reset_margin=margin,
+                                  scope=scope)
+
+
+def client_for(fake: FakeLeaditioApi, key: str, budget: Budget | None = None, **kw) -> ApiClient:  # noqa: ANN003
+    budget = budget or rate_budget()
     return ApiClient("leaditio", fake.url, headers={"Authorization": f"Bearer {key}"}, budget=budget,
                      timeout=5, retry=kw.pop("retry", FAST), **kw)
 
 
 def leaditio(fake: FakeLeaditioApi, key: str, **settings) -> LeaditioApi:  # noqa: ANN003
     return LeaditioApi("leaditio", ApiSettings(base_url=fake.url, backoff=0.001, retries=3, reset_margin=0.01,
-                                               **settings), key)
+                                               **settings), key, local_budgets())
 
 
 def test_requests_follow_the_rate_limit_headers_without_a_single_429():
     key = new_key()
     with FakeLeaditioApi([make_lead(1)], keys={key: True}, rate_limit=8, window=1) as fake:
-        client = client_for(fake, key, RateBudget(1000, window=1.0, reset_margin=0.01))  # we think: 1000/s
+        client = client_for(fake, key, rate_budget(1000, window=1.0))  # we think: 1000/s
         started = time.time()
         for _ in range(20):
             assert client.get("/account/stats")["active_plan"] == "pro"
         elapsed = time.time() - started
     assert fake.rate_limited == 0 and client.counters.rate_limited == 0
-    assert client.budget.server_paced and client.budget.limit == 8
+    assert client.budget.limit(RATE) == 8  # the server's limit won
     assert elapsed >= 1.0  # 20 requests at 8 a window need at least two window changes
 
 
 def test_one_budget_per_key_is_shared_by_every_client_in_the_process():
     key = new_key()
     with FakeLeaditioApi([make_lead(1)], keys={key: True}, rate_limit=10, window=1) as fake:
-        budget_a = shared_budget("leaditio", key, requests_per_minute=600, reset_margin=0.01, scope=fake.url)
-        budget_b = shared_budget("leaditio", key, requests_per_minute=600, reset_margin=0.01, scope=fake.url)
-        assert budget_a is budget_b
-        assert shared_budget("leaditio", key, requests_per_minute=600, scope="elsewhere") is not budget_a
+        budgets = local_budgets()
+        budget_a = marketplace_budget(budgets, "leaditio", key, requests_per_minute=600, reset_margin=0.01,
+                                      scope=fake.url)
+        budget_b = marketplace_budget(budgets, "leaditio", key, requests_per_minute=600, reset_margin=0.01,
+                                      scope=fake.url)
+        assert budget_a.key == budget_b.key and key not in budget_a.key  # one row per key, the key hashed
+        other = marketplace_budget(budgets, "leaditio", key, requests_per_minute=600, scope="elsewhere")
+        assert other.key != budget_a.key
         clients = [client_for(fake, key, budget_a), client_for(fake, key, budget_b)]
 
         def hammer(client: ApiClient) -> None:
@@ -74,8 +85,8 @@ def test_a_429_waits_for_retry_after_then_succeeds(as_date):
     with FakeLeaditioApi([make_lead(1)], keys={key: True}, rate_limit=3, window=1,
                          retry_after_as_date=as_date) as fake:
         # Another process on the same key spends the window behind our back.
-        other = client_for(fake, key, RateBudget(1000, window=1.0))
-        ours = client_for(fake, key, RateBudget(1000, window=1.0, reset_margin=0.01))
+        other = client_for(fake, key, rate_budget(1000, window=1.0, margin=0.5))
+        ours = client_for(fake, key, rate_budget(1000, window=1.0))
         for _ in range(3):
             other.get("/account/stats")
         started = time.time()
@@ -88,7 +99,7 @@ def test_a_429_waits_for_retry_after_then_succeeds(as_date):
 def test_rate_limited_for_too_long_raises_rate_limited():
     key = new_key()
     with FakeLeaditioApi([make_lead(1)], keys={key: True}, rate_limit=1, window=1) as fake:
-        client_for(fake, key, RateBudget(1000)).get("/account/stats")
+        client_for(fake, key, rate_budget(1000, window=60)).get("/account/stats")
         ours = client_for(fake, key, retry=RetryPolicy(attempts=3, base=0.001, max_rate_limited=1))
         with pytest.raises(RateLimited) as caught:
             ours.get("/account/stats")
@@ -120,7 +131,7 @@ def test_network_errors_are_retried_then_reported_as_unreachable():
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = ApiClient("leaditio", f"http://127.0.0.1:{port}/api/v1", headers={}, budget=RateBudget(600),
+    client = ApiClient("leaditio", f"http://127.0.0.1:{port}/api/v1", headers={}, budget=rate_budget(600, window=60),
                        timeout=1, retry=FAST)
     with pytest.raises(Retryable) as caught:
         client.get("/leads", params={"suburb": "Sandton"})
@@ -183,22 +194,21 @@ def test_post_is_not_retried_on_a_server_error():
 
 
 def test_budget_waits_for_the_reported_reset_when_nothing_is_left():
-    budget = RateBudget(1000, window=60, reset_margin=0.0)
+    budget = rate_budget(1000, window=60, margin=0.0)
     budget.acquire()
-    budget.observe({"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset": str(time.time() + 0.3)})
+    feed_rate_headers(budget, {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0",
+                               "X-RateLimit-Reset": str(time.time() + 0.3)})
     started = time.time()
     budget.acquire()  # must wait for the reset, not go by our own 1000/min
     assert time.time() - started >= 0.25
-    assert budget.rate == 1.0  # 60 a minute, from the headers
+    assert budget.rate(RATE) == 1.0  # 60 a minute, from the headers
 
 
 def test_budget_without_headers_keeps_to_its_own_rate():
-    budget = RateBudget(5, window=0.4, reset_margin=0.0)
+    budget = rate_budget(5, window=0.4, margin=0.0)
     started = time.time()
     for _ in range(11):
         budget.acquire()
-        budget.observe({})
     assert time.time() - started >= 0.75  # 11 requests at 5 per 0.4 s: two full waits
 
 

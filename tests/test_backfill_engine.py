@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from connector.backfill import Backfill, Job, Progress, Result
 from connector.config import Config, load_config
 from connector.intake import accept
+from connector.pacing import local_budgets
 from connector.runtime import Runtime
 from connector.sources.leaditio import LISTED_FIELDS, ApiSettings, LeaditioApi
 from connector.store import Store
@@ -259,7 +260,7 @@ def test_a_changed_lead_is_fetched_again_as_an_update(tmp_path, database_url, fa
 
 
 def test_needs_detail_compares_listed_fields_and_delivery_time(fake, key):
-    client = LeaditioApi("leaditio", ApiSettings(base_url=fake.url), key)
+    client = LeaditioApi("leaditio", ApiSettings(base_url=fake.url), key, local_budgets())
     stored = make_lead(5)
     listed = {k: stored[k] for k in ("id", *LISTED_FIELDS, "delivered_at")}
     assert client.needs_detail(listed, None)

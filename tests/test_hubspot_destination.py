@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.destinations.hubspot import HubSpotDestination, Settings, hubspot_value
-from connector.errors import ConfigProblem, Permanent, RateLimited, Retryable
+from connector.errors import ConfigProblem, Paced, Permanent, RateLimited, Retryable
 from connector.lead import mapping_input
 from connector.mapping import Mapping, load_mapping
 from connector.records import OutboundRecord
@@ -307,26 +307,37 @@ def test_a_slow_answer_times_out_as_retryable(server: str, token: str, fake: Fak
     assert caught.value.code == "network"
 
 
-def test_ten_secondly_429_waits_and_sends_again(token: str, mapping: Mapping) -> None:
+def test_the_budget_learns_hubspots_limit_from_its_headers_and_says_wait_before_any_429(
+        token: str, mapping: Mapping) -> None:
     fake = FakeHubSpot(tokens=(token,), max_per_interval=1, interval_ms=400)
     with hubspot_server(fake) as (_, url, _ca):
-        hubspot = destination(url, token, id_property="email")
-        started = time.monotonic()
-        outcomes = hubspot.send([plain(1)]) + hubspot.send([plain(2)])
-        assert all(o.ok for o in outcomes)
-        assert fake.rate_limited == 1 and hubspot.counters.rate_limited == 1
-        assert time.monotonic() - started >= 0.35  # waited the interval HubSpot announced
-
-
-def test_persistent_429_is_handed_to_the_worker_without_failing_leads(token: str, mapping: Mapping) -> None:
-    fake = FakeHubSpot(tokens=(token,), max_per_interval=1, interval_ms=60_000, retry_after=True)
-    with hubspot_server(fake) as (_, url, _ca):
-        hubspot = destination(url, token, id_property="email", rate_limit_retries=0)
-        hubspot.send([plain(1)])
-        with pytest.raises(RateLimited) as caught:
+        hubspot = destination(url, token, id_property="email", match_existing=False, rate_window=0.4)
+        assert hubspot.send([plain(1)])[0].ok  # answered with X-HubSpot-RateLimit-Max: 1, -Remaining: 0
+        calls = len(fake.calls)
+        with pytest.raises(Paced) as caught:  # nothing sent: the worker rests and gives the lead back
             hubspot.send([plain(2)])
-    assert not caught.value.pause_destination and 50 <= caught.value.retry_after <= 60
-    assert caught.value.code == "TEN_SECONDLY_ROLLING"
+        assert len(fake.calls) == calls and 0 < caught.value.retry_after <= 0.6
+        time.sleep(caught.value.retry_after)
+        assert hubspot.send([plain(2)])[0].ok
+    assert fake.rate_limited == 0
+
+
+def test_a_429_holds_every_process_using_the_token_and_goes_to_the_worker(token: str, mapping: Mapping) -> None:
+    # HubSpot's 429 body (developers.hubspot.com/docs/api/usage-details, "Error responses"): no Retry-After.
+    body = {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+            "errorType": "RATE_LIMIT", "correlationId": str(uuid.uuid4()), "policyName": "TEN_SECONDLY_ROLLING",
+            "groupName": "publicapi:private-app:1234"}
+    fake = FakeHubSpot(tokens=(token,))
+    with hubspot_server(fake) as (_, url, _ca):
+        fake.fail_next(429, body=body)
+        hubspot = destination(url, token, id_property="email", match_existing=False)
+        with pytest.raises(RateLimited) as caught:
+            hubspot.send([plain(1)])
+        assert not isinstance(caught.value, Paced) and not caught.value.pause_destination
+        assert caught.value.code == "TEN_SECONDLY_ROLLING" and caught.value.retry_after == 1.0
+        with pytest.raises(Paced):  # another worker with the same token: held too, nothing sent
+            destination(url, token, id_property="email", match_existing=False).send([plain(2)])
+    assert fake.count("/batch/upsert") == 1
 
 
 def test_daily_limit_pauses_the_destination_until_midnight(token: str, mapping: Mapping) -> None:
@@ -367,7 +378,12 @@ def test_one_budget_per_token_is_shared_by_every_worker_thread(token: str, mappi
             hubspot = destination(url, token, id_property="email", requests_per_10s=5, rate_window=0.5)
             try:
                 for n in range(5):
-                    assert hubspot.send([plain(thread * 10 + n)])[0].ok
+                    while True:
+                        try:
+                            assert hubspot.send([plain(thread * 10 + n)])[0].ok
+                            break
+                        except Paced as paced:  # what the worker does: rest, then again
+                            time.sleep(paced.retry_after or 0.0)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 

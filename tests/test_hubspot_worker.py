@@ -146,3 +146,34 @@ def test_the_daily_limit_pauses_until_midnight_without_dead_letters(tmp_path: Pa
         assert fake.rate_limited == 1
         assert 0 < pause["until"] - time.time() <= 86_400 + 3600  # until the account's midnight
         store.dispose()
+
+
+def test_a_spent_budget_rests_the_worker_and_gives_leads_back_without_an_attempt(
+        tmp_path: Path, database_url: str, token: str) -> None:
+    # HubSpot allows one request per 0.5 s window: the second lead finds the budget spent, waits untouched,
+    # then goes. Setup uses a token of its own (HubSpot's window is per token, the properties per account).
+    setup_token = f"pat-na1-{uuid.uuid4()}"
+    with hubspot_server(FakeHubSpot(tokens=(token, setup_token), max_per_interval=1, interval_ms=500)) as (
+            fake, url, _ca):
+        setup_config = hubspot_config(tmp_path, database_url, url, setup_token, requests_per_10s=1,
+                                      rate_window=0.5, batch_size=1)
+        store = Store(setup_config.database.url)
+        store.upgrade()
+        Runtime(setup_config, store).destination("hubspot").setup(Runtime(setup_config).mapping("hubspot"))
+        config = hubspot_config(tmp_path, database_url, url, token, requests_per_10s=1, rate_window=0.5,
+                                batch_size=1)
+        with serve(create_app(Runtime(config, store))) as receiver:
+            for n in range(3):
+                payload = leaditio_payload(lead_id=f"lead_{n:03d}")
+                payload["contact"]["email"] = f"buyer{n}@example.com"
+                assert post_webhook(receiver, payload).status_code == 200
+        upserts = fake.count("/batch/upsert")
+        started = time.monotonic()
+        Worker(Runtime(config, store)).drain(timeout=20)
+        elapsed = time.monotonic() - started
+        rows = store.deliveries_query(destination="hubspot", limit=10)
+        store.dispose()
+    assert [r["state"] for r in rows] == [DELIVERED] * 3
+    assert all(r["attempts"] <= 1 for r in rows)  # resting for the budget is not an attempt
+    assert fake.count("/batch/upsert") - upserts == 3 and fake.rate_limited == 0
+    assert elapsed >= 0.9  # three requests at one per 0.5 s window

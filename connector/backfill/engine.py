@@ -70,6 +70,9 @@ class Backfill:
         self.store = runtime.store
         self.job = job
         self.api = api
+        client = getattr(api, "client", None)
+        if client is not None:  # the key's budget keeps a reserve for live callers (connector.pacing)
+            client.background = True
         self.limit = limit
         self.dry_run = dry_run
         self.sample_size = sample_size

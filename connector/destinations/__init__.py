@@ -40,8 +40,12 @@ class Kind:
     def max_batch(self) -> int:
         return self.load().max_batch
 
-    def __call__(self, name: str, settings: Any) -> Destination:
-        return self.load()(name, settings)
+    @property
+    def paced(self) -> bool:
+        return self.load().paced
+
+    def __call__(self, name: str, settings: Any, **options: Any) -> Destination:
+        return self.load()(name, settings, **options)
 
 
 # The `type:` value in config -> the kind that delivers there.

@@ -26,6 +26,7 @@ class Destination(ABC):
     kind: ClassVar[str]  # the `type:` value in config
     Settings: ClassVar[type[DestinationSettings]]
     max_batch: ClassVar[int] = 1  # the most records one call can carry
+    paced: ClassVar[bool] = False  # takes `budgets=` (connector.pacing): its CRM limits requests per key
 
     def __init__(self, name: str, settings: DestinationSettings):
         self.name = name

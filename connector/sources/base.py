@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from connector.config import SourceConfig
 from connector.errors import ConfigError
 from connector.lead import InboundEvent
+from connector.pacing import Budgets, local_budgets
 from connector.timeutil import parse_iso
 
 
@@ -77,9 +78,15 @@ class Marketplace(ABC):
     ApiSettings: ClassVar[type[BaseModel] | None] = None  # the `api:` block of this source, if any
     lists_leads: ClassVar[bool] = False  # its API lists delivered leads (backfill and reconcile need that)
 
-    def __init__(self, source_name: str, config: SourceConfig):
+    def __init__(self, source_name: str, config: SourceConfig, budgets: Budgets | None = None):
+        """`budgets`: where the API key's rate budget is kept (the runtime's database; without one, the process's)."""
         self.source_name = source_name
         self.config = config
+        self._budgets = budgets
+
+    @property
+    def budgets(self) -> Budgets:
+        return self._budgets or local_budgets()
 
     # --- signatures -------------------------------------------------------------------
     def sign(self, secret: str, body: bytes) -> str:

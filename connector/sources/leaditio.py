@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, ApiSettingsBase, RetryPolicy, shared_budget
+from connector.apiclient import ApiClient, ApiSettingsBase, RetryPolicy, marketplace_budget
 from connector.errors import ConfigProblem, Permanent
 from connector.lead import InboundEvent
+from connector.pacing import Budgets
 from connector.sources.base import InvalidPayload, ListedPage, Marketplace, MarketplaceApi, event_time
 from connector.timeutil import parse_iso
 
@@ -65,12 +66,12 @@ class LeaditioApi(MarketplaceApi):
         "internal_error": "Leaditio had a server error: run the same command again later (backfill resumes)",
     }
 
-    def __init__(self, source_name: str, settings: ApiSettings, api_key: str):
+    def __init__(self, source_name: str, settings: ApiSettings, api_key: str, budgets: Budgets):
         self.source_name = source_name
         self.settings = settings
         self.page_size = settings.page_size
         self.detail_concurrency = settings.detail_concurrency
-        budget = shared_budget("leaditio", api_key, requests_per_minute=settings.requests_per_minute,
+        budget = marketplace_budget(budgets, "leaditio", api_key, requests_per_minute=settings.requests_per_minute,
                                reset_margin=settings.reset_margin, scope=settings.base_url)
         self.client = ApiClient("leaditio", settings.base_url, headers={"Authorization": f"Bearer {api_key}"},
                                 budget=budget, timeout=settings.timeout, hints=self.HINTS,
@@ -79,7 +80,7 @@ class LeaditioApi(MarketplaceApi):
     @property
     def rate(self) -> float:
         """Requests per second the key allows (for ETAs)."""
-        return self.client.budget.rate
+        return self.client.rate
 
     # --- backfill -------------------------------------------------------------------------
     def list_params(self, filters: dict[str, Any]) -> dict[str, str]:
@@ -160,7 +161,7 @@ class Leaditio(Marketplace):
             raise ConfigProblem(f"no Leaditio API key: set {API_KEY_ENV} (Leaditio dashboard > Settings > "
                                 f"API Access), or api_key: ${{SOME_VAR}} under sources.{self.source_name}.api",
                                 code="no_api_key")
-        return LeaditioApi(self.source_name, settings, key.strip())
+        return LeaditioApi(self.source_name, settings, key.strip(), self.budgets)
 
     def parse(self, body: bytes) -> InboundEvent:
         payload, event_type = self.load_event(body)

@@ -25,9 +25,10 @@ import requests
 import requests.auth
 from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, RateBudget, RetryPolicy, VersionedRootSettings, shared_budget
+from connector.apiclient import ApiClient, RetryPolicy, VersionedRootSettings, marketplace_budget
 from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, parse_retry_after
 from connector.lead import InboundEvent
+from connector.pacing import Budget, Budgets
 from connector.sources.base import (
     InvalidPayload,
     ListedPage,
@@ -171,7 +172,7 @@ class LeadNod(Marketplace):
             raise ConfigProblem(f"no LeadNod API credentials: set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} "
                                 f"(LeadNod > API credentials), or client_id / client_secret: ${{SOME_VAR}} under "
                                 f"sources.{self.source_name}.api", code="no_api_key")
-        return LeadNodApi(settings, client_id, secret)
+        return LeadNodApi(settings, client_id, secret, self.budgets)
 
 
 # --- the REST API: OAuth 2.0 client credentials ---------------------------------------------------
@@ -269,7 +270,7 @@ _TOKENS_LOCK = threading.Lock()
 
 
 def shared_tokens(settings: LeadNodApiSettings, client_id: str, client_secret: str,
-                  budget: RateBudget) -> AccessTokens:
+                  budget: Budget) -> AccessTokens:
     """The process's one `AccessTokens` for this token endpoint and client id."""
     key = (settings.token_endpoint, client_id)
     with _TOKENS_LOCK:
@@ -316,9 +317,9 @@ class LeadNodApi(MarketplaceApi):
         429: "the client's rate limit is spent; another process may be using the same credentials",
     }
 
-    def __init__(self, settings: LeadNodApiSettings, client_id: str, client_secret: str):
+    def __init__(self, settings: LeadNodApiSettings, client_id: str, client_secret: str, budgets: Budgets):
         self.settings = settings
-        budget = shared_budget("leadnod", client_id, requests_per_minute=settings.requests_per_minute,
+        budget = marketplace_budget(budgets, "leadnod", client_id, requests_per_minute=settings.requests_per_minute,
                                reset_margin=settings.reset_margin, scope=settings.base_url)
         self.tokens = shared_tokens(settings, client_id, client_secret, budget)
         self.auth = BearerToken(self.tokens)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr
 
-from connector.apiclient import ApiClient, RetryPolicy, VersionedRootSettings, shared_budget
+from connector.apiclient import ApiClient, RetryPolicy, VersionedRootSettings, marketplace_budget
 from connector.errors import ConfigProblem, Permanent
 from connector.lead import InboundEvent
 from connector.sources.base import (
@@ -263,7 +263,7 @@ class LeadOSApi(MarketplaceApi):
         self.marketplace = marketplace
         self.settings = settings
         self.page_size = settings.page_size
-        budget = shared_budget("leados", api_key, requests_per_minute=settings.requests_per_minute,
+        budget = marketplace_budget(marketplace.budgets, "leados", api_key, requests_per_minute=settings.requests_per_minute,
                                reset_margin=settings.reset_margin, scope=settings.base_url)
         self.client = ApiClient("leados", f"{settings.base_url}/v1", headers={"Authorization": f"Bearer {api_key}"},
                                 budget=budget, timeout=settings.timeout, hints=self.HINTS,
@@ -272,7 +272,7 @@ class LeadOSApi(MarketplaceApi):
     @property
     def rate(self) -> float:
         """Requests per second the key allows (for ETAs)."""
-        return self.client.budget.rate
+        return self.client.rate
 
     # --- backfill -------------------------------------------------------------------------
     def pages(self, filters: dict[str, Any], resume: dict[str, Any] | None) -> Iterator[ListedPage]:

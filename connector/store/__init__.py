@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate, checkpoints, joblock, reports, runs, speed
+from connector.store import alertstate, budgets, checkpoints, joblock, reports, runs, speed
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
@@ -39,6 +39,7 @@ from connector.store.schema import (
     destination_pauses,
     events,
     lead_state,
+    rate_budgets,
 )
 from connector.store.settling import Settler
 from connector.store.speed import LeadSpeed, RouteSpeed
@@ -287,6 +288,26 @@ class Store:
     def health(self) -> dict[str, dict[str, Any]]:
         with self._tx() as conn:
             return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_health))}
+
+    # --- rate budgets shared by every process (connector.pacing) --------------------------
+    def change_budget(self, key: str, label: str, step: budgets.Step) -> Any:
+        """Apply `step` to budget row `key` by compare and set, deciding again whenever another process
+        changed the row in between; returns the step's result."""
+        for _ in range(budgets.ATTEMPTS):
+            with self._tx() as conn:
+                applied, result = budgets.change_once(conn, self._insert, key, label, step)
+            if applied:
+                return result
+        raise budgets.Contended(f"rate budget {label}: changed by others {budgets.ATTEMPTS} times in a row")
+
+    def read_budget(self, key: str) -> str | None:
+        with self._tx() as conn:
+            found = budgets.read(conn, key)
+        return found[1] if found else None
+
+    def create_budget_table(self) -> None:
+        """Only for a private in-memory store (connector.pacing.local_budgets); databases migrate."""
+        rate_budgets.create(self.engine, checkfirst=True)
 
     # --- alerts: what they read, and the state each was last sent for (connector.alerts) --
     def alert_states(self) -> dict[str, str]:

@@ -51,6 +51,7 @@ class Claimed:
     lead: dict[str, Any]
     known: bool = False  # the destination already took an event of this lead from us
     crm_id: str | None = None
+    origin: str = "webhook"  # "webhook", or what found it ("backfill"): paced behind live leads
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class Claimer:
             WHERE id IN :ids""").bindparams(sa.bindparam("ids", expanding=True))
         self.details = sa.text("""
             SELECT d.id, d.event_id, d.lead_key, d.attempts, d.occurred_at, d.force, d.first_failed_at,
-                   e.source, e.event_type, e.lead_json
+                   e.source, e.event_type, e.lead_json, e.origin
             FROM deliveries d JOIN events e ON e.id = d.event_id
             WHERE d.id IN :ids ORDER BY d.occurred_at, d.id""").bindparams(sa.bindparam("ids", expanding=True))
 
@@ -242,7 +243,8 @@ class Claimer:
             state = states.get(r.lead_key)
             claimed.append(Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at,
                                    bool(r.force), r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json),
-                                   known=state is not None, crm_id=state.crm_id if state else None))
+                                   known=state is not None, crm_id=state.crm_id if state else None,
+                                   origin=r.origin))
         return Batch(claimed, superseded)
 
     def _lock(self, conn: Connection, destination: str, keys: list[str]) -> list[str]:

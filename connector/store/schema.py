@@ -13,6 +13,7 @@
 - `reconcile_runs`: each comparison of a marketplace's delivered leads with the stored events.
 - `scheduled_jobs`: per job the worker runs on a schedule, when it is next due and who runs it now.
 - `console_logins`: wrong console passwords per client and in all, and lockouts (store/logins.py).
+- `rate_budgets`: per API key (hashed), the requests it may still send, shared by every process.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -206,5 +207,15 @@ console_logins = Table(
     Column("failures", Integer, nullable=False),  # wrong passwords since window_start
     Column("window_start", Float, nullable=False),
     Column("locked_until", Float),  # logins refused until then (not even compared)
+    Column("updated_at", Float, nullable=False),
+)
+
+rate_budgets = Table(
+    "rate_budgets", metadata,
+    # sha256 of remote, server and API key (connector.pacing.key_digest): never the key itself
+    Column("key", String(64), primary_key=True),
+    Column("label", String(100), nullable=False),  # the remote ("hubspot", "leaditio"), for `status`
+    Column("version", Integer, nullable=False),  # compare and set: a change applies only to the version read
+    Column("state", Text, nullable=False),  # JSON: windows, grants, foreign use, hold (connector.pacing)
     Column("updated_at", Float, nullable=False),
 )

@@ -23,6 +23,7 @@ from connector.errors import (
     ConfigError,
     ConfigProblem,
     ConnectorError,
+    Paced,
     Permanent,
     RateLimited,
     Retryable,
@@ -65,6 +66,7 @@ class Worker:
         self._destinations: dict[str, Destination] = {}
         self._database_down = False
         self._last_failure: dict[str, str] = {}
+        self._rest_until: dict[str, float] = {}  # destination -> when its shared rate budget has room again
 
     # --- one batch ------------------------------------------------------------------
     def run_once(self, name: str) -> int:
@@ -74,6 +76,8 @@ class Worker:
 
     def take(self, name: str) -> Work | None:
         """Claim a batch for `name`: none while it is paused, one delivery (a probe) after an outage pause."""
+        if self._resting(name):
+            return None
         pause = self.store.pauses().get(name)
         if pause and pause["until"] > time.time():
             return None
@@ -146,7 +150,8 @@ class Worker:
     @staticmethod
     def _address(item: Claimed, mapped: MappedRecord) -> OutboundRecord:
         return OutboundRecord(delivery_id=item.delivery_id, lead_key=item.lead_key, event_type=item.event_type,
-                              values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id)
+                              values=mapped.values, policies=mapped.policies, known=item.known, crm_id=item.crm_id,
+                              background=item.origin != "webhook")
 
     def _call(self, name: str, records: list[OutboundRecord]) -> list[Outcome]:
         """One Outcome per record. A batch that raises unexpectedly is split in halves, sent again, until
@@ -155,6 +160,8 @@ class Worker:
             outcomes = self._destination(name).send(records)
         except ConnectorError as exc:
             return [Outcome(r.delivery_id, error=exc) for r in records]
+        except self.store.database_errors:  # the rate budget could not be read: the database is down
+            raise
         except Exception as exc:  # a bug or an unexpected library error: keep the leads, find the one
             if len(records) > 1:
                 log.warning("destination %s failed unexpectedly on a batch of %d (%s); sending it in halves to "
@@ -177,7 +184,11 @@ class Worker:
         paused = False
         for outcome in outcomes:
             item = by_id[outcome.delivery_id]
-            if outcome.ok:
+            if isinstance(outcome.error, Paced):  # nothing was sent: give it back, rest until the budget has room
+                wait = outcome.error.retry_after or 0.0
+                self._rest(name, wait)
+                self.store.release(self.owner, [item.delivery_id], time.time() + wait)
+            elif outcome.ok:
                 verdicts.append(self._verdict(item, DELIVERED, crm_id=outcome.crm_id, **written(item)))
             elif isinstance(outcome.error, ConfigProblem | RateLimited) and (
                     isinstance(outcome.error, ConfigProblem) or outcome.error.pause_destination):
@@ -187,6 +198,7 @@ class Worker:
                 self.store.release(self.owner, [item.delivery_id], time.time())
             else:
                 verdicts.append(self._failed(item, outcome.error))
+        outcomes = [o for o in outcomes if not isinstance(o.error, Paced)]
         if any(o.ok for o in outcomes):
             if self.store.record_success(name):
                 log.warning("destination %s answers again: delivering at full speed", name)
@@ -266,6 +278,20 @@ class Worker:
                   extra={"destination": name, "outcome": "paused"})
         self.store.pause(name, time.time() + seconds, kind, reason)
 
+    # --- resting while the shared rate budget is spent (connector.pacing) ---------------
+    def _rest(self, name: str, seconds: float) -> None:
+        self._rest_until[name] = max(self._rest_until.get(name, 0.0), time.time() + seconds)
+
+    def _resting(self, name: str) -> bool:
+        """The destination's budget said when it has room again: until then, no claim, no database."""
+        return self._rest_until.get(name, 0.0) > time.time()
+
+    def _idle_wait(self) -> float:
+        """How long to sleep when no destination had work: the poll interval, or less if a rest ends first."""
+        now = time.time()
+        ends = [until - now for until in self._rest_until.values() if until > now]
+        return max(0.001, min([self.config.worker.poll_interval, *ends]))
+
     def _destination(self, name: str) -> Destination:
         if name not in self._destinations:
             self._destinations[name] = self.runtime.destination(name)
@@ -322,13 +348,13 @@ class Worker:
             if self.round(names) == 0:
                 if self.store.due_count(names, before=wall_deadline) == 0:
                     return
-                time.sleep(0.02)
+                time.sleep(max(0.02, self._idle_wait()) if self._rest_until else 0.02)
 
     def run(self, stop: threading.Event) -> None:
         names = list(self.config.destinations)
         while not stop.is_set():
             if not self.round(names):
-                stop.wait(self.config.worker.poll_interval)
+                stop.wait(self._idle_wait())
         self.close()
 
     def close(self) -> None:

@@ -355,3 +355,36 @@ def test_an_expired_ready_session_is_a_config_problem_without_looping(fake: Fake
 def test_assignment_rules_can_be_switched_off(fake: FakeSalesforce) -> None:
     session_destination(fake, assignment_rules=False).send([record(1, "a"), record(2, "b")])
     assert fake.rest_calls()[0]["headers"]["Sforce-Auto-Assign"] == "FALSE"
+
+
+# --- the org's daily API allowance, shared by every process (connector.pacing) ---------------------
+def test_the_orgs_allowance_pauses_delivery_before_salesforce_refuses_and_is_shared(fake: FakeSalesforce) -> None:
+    fake.api_calls, fake.api_limit = 9_990, 10_000  # other integrations used most of today's allowance
+    dest = session_destination(fake)
+    sent = 0
+    with pytest.raises(RateLimited) as caught:
+        while sent < 20:
+            assert dest.send([record(sent + 1, f"lead_{sent}")])[0].ok
+            sent += 1
+    assert sent == 10 and fake.api_calls == 10_000  # to the last request the org had, never past it
+    assert caught.value.pause_destination and caught.value.code == "api_budget"
+    assert all("REQUEST_LIMIT_EXCEEDED" not in str(r) for r in fake.requests)
+    calls = fake.api_calls
+    with pytest.raises(RateLimited):  # another worker delivering to the same org: the same budget
+        session_destination(fake).send([record(99, "lead_99")])
+    assert fake.api_calls == calls
+
+
+def test_leads_a_backfill_found_leave_a_fifth_of_the_allowance_to_live_ones(fake: FakeSalesforce) -> None:
+    fake.api_calls, fake.api_limit = 70, 100
+    dest = session_destination(fake)
+    assert dest.send([record(1, "lead_1")])[0].ok  # learns the allowance: 71 of 100 used
+    background = [OutboundRecord(r.delivery_id, r.lead_key, r.event_type, r.values, r.policies, background=True)
+                  for r in (record(n, f"lead_{n}") for n in range(2, 30))]
+    delivered = 0
+    with pytest.raises(RateLimited):
+        for item in background:
+            assert dest.send([item])[0].ok
+            delivered += 1
+    assert fake.api_calls == 80  # 80% of 100: the backfill's share
+    assert dest.send([record(50, "lead_50")])[0].ok  # a webhook's lead still goes

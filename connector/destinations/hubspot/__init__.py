@@ -12,11 +12,13 @@ once (with its contact id where the result names it), so nothing HubSpot accepte
 A whole batch refused for one bad input (400/409) is split: the inputs HubSpot's message points
 at fail, the rest go again in the same `send()`.
 
-Pacing: one request budget per access token, shared by every worker thread of the process
-(`connector.apiclient.shared_budget`), sized by `requests_per_10s`; a 429 for the ten-secondly
-window holds every thread, waits and resends (a few times, then the worker reschedules); the
-daily limit pauses the destination until midnight in the account's time zone without
-failing a lead. urllib3's own retries never retry a POST on a status, so we classify here.
+Pacing: one request budget per access token, kept in the database and shared by every thread and
+process delivering with the token (`connector.pacing`), sized by `requests_per_10s` until HubSpot's
+`X-HubSpot-RateLimit-Max` says otherwise, fed by `X-HubSpot-RateLimit-Remaining`. A full budget
+raises `Paced` before anything is sent (the worker rests and gives the leads back untouched); a 429
+holds every process for HubSpot's wait and the worker reschedules the batch; the daily limit pauses
+the destination until midnight in the account's time zone without failing a lead. urllib3's own
+retries never retry a POST on a status, so we classify here.
 
 `HubSpotDestination` and `hubspot_value` are imported from here on first use only (PEP 562): the
 settings are needed by every process, the sending code only where leads are sent (connector.destinations).

@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import urllib3
 from urllib3.util.retry import Retry
 
-from connector.apiclient import Counters, RateBudget, shared_budget
-from connector.backoff import backoff
+from connector.apiclient import Counters
 from connector.destinations.base import Destination
 from connector.destinations.hubspot import errors as answers
 from connector.destinations.hubspot import schema, setup
 from connector.destinations.hubspot.links import RecordLinks
-from connector.destinations.hubspot.quota import shared_quota
+from connector.destinations.hubspot.pacing import TokenBudget
 from connector.destinations.hubspot.settings import Settings
-from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, Retryable, network_error
+from connector.errors import (
+    ConfigProblem,
+    ConnectorError,
+    Permanent,
+    Retryable,
+    network_error,
+)
 from connector.mapping import Mapping, shipped_mapping
+from connector.pacing import Budgets, local_budgets
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
-# We count a request when it leaves, HubSpot when it arrives: our window is longer by a margin that
-# covers how much later one request may arrive than another (5%, and never under 0.1 s).
-WINDOW_MARGIN, MIN_WINDOW_MARGIN = 0.05, 0.1
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
 
 # --- one lead on its way --------------------------------------------------------------------
@@ -87,19 +86,21 @@ class HubSpotDestination(Destination):
     kind = "hubspot"
     Settings = Settings
     max_batch = 100
+    paced = True
 
-    def __init__(self, name: str, settings: Settings):
+    def __init__(self, name: str, settings: Settings, budgets: Budgets | None = None):
         super().__init__(name, settings)
         self.settings: Settings = settings
         self._token = settings.access_token.get_secret_value().strip()
-        digest = hashlib.sha256(self._token.encode()).hexdigest()
-        window = settings.rate_window + max(settings.rate_window * WINDOW_MARGIN, MIN_WINDOW_MARGIN)
-        self.budget: RateBudget = shared_budget("hubspot", self._token or f"unset:{name}",
-                                                requests_per_minute=settings.requests_per_10s, window=window)
-        self.quota = shared_quota(digest, settings.daily_limit, ZoneInfo(settings.account_timezone))
+        # One budget per token, kept in the database: every thread and process delivering with this token
+        # shares HubSpot's ten-second window (and our own daily_limit, counted per account day).
+        self.pacer = TokenBudget(budgets or local_budgets(), self._token or f"unset:{name}", settings)
+        self.budget = self.pacer.budget
         self.counters = Counters()  # requests and 429s this destination saw (benchmarks, tests)
         self._apis: _Apis | None = None
         self._lock = threading.Lock()
+        self._background = False  # the batch being sent came from a backfill or reconcile only
+        self._waits = False  # setup and checks (a command) wait for the budget; deliveries let the worker rest
         self.links = RecordLinks(host=settings.host, token=self._token, object_type=settings.object,
                                  portal_id=settings.portal_id, ui_domain=settings.ui_domain,
                                  ca_bundle=settings.ca_bundle, timeout=settings.timeout, paced=self._paced)
@@ -134,80 +135,47 @@ class HubSpotDestination(Destination):
                      properties_config=properties.api_client.configuration,
                      exceptions=(ObjectsApiException, PropertiesApiException))
 
-    def _clock(self, when: float) -> str:
-        return datetime.fromtimestamp(when, self.quota.zone).strftime("%Y-%m-%d %H:%M")
-
     @property
     def _timeout(self) -> tuple[float, float]:
         return (min(10.0, self.settings.timeout), self.settings.timeout)
 
-    # --- one HubSpot request: quota, budget, timeout, 429s -------------------------------
+    # --- one HubSpot request: the shared budget, timeout, 429s -----------------------------
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
         """Send one request through the shared budget; returns (data, status).
 
         Raises `_Refused` for a 4xx HubSpot refused, or a classified error for everything the
-        whole request suffers (network, 5xx, auth, a 429 we stopped waiting for, the daily limit).
+        whole request suffers (network, 5xx, auth, a 429, the budget saying wait: `Paced`, or a
+        daily limit: a pause of the destination). Nothing here sleeps or resends: the worker does.
         """
         apis = self._sdk()
-        rate_limited = 0
-        while True:
-            back_at = self.quota.take()
-            if back_at is not None:
-                raise RateLimited(f"HubSpot's daily API limit is used up until {self._clock(back_at)} "
-                                  "(account time)",
-                                  retry_after=max(1.0, back_at - time.time()), pause_destination=True,
-                                  code="DAILY")
-            self.budget.acquire()
-            self.counters.add("requests")
-            try:
-                data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
-            except apis.exceptions as exc:
-                self.budget.release()
-                error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
-                                            getattr(exc, "headers", None))
-                if error.status == 429:
-                    self.counters.add("rate_limited")
-                    rate_limited += 1
-                    wait = self._rate_limited(error, rate_limited)
-                    if wait is not None:
-                        continue
-                    raise error.classified() from None
-                if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
-                    raise _Refused(error) from None
+        self.pacer.take(self._background, self._waits)
+        self.counters.add("requests")
+        try:
+            data, status, headers = method(*args, _request_timeout=self._timeout, **kwargs)
+        except apis.exceptions as exc:
+            self.pacer.answered(getattr(exc, "headers", None))
+            error = answers.from_answer(getattr(exc, "status", None), getattr(exc, "body", None),
+                                        getattr(exc, "headers", None))
+            if error.status == 429:
+                self.counters.add("rate_limited")
+                self.pacer.rate_limited(error, self.name)
                 raise error.classified() from None
-            except urllib3.exceptions.HTTPError as exc:
-                self.budget.release()
-                raise network_error("hubspot", exc) from None
-            except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
-                self.budget.release()
-                raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
-                                code="unreadable_answer") from None
-            self.budget.release()
-            remaining = (headers or {}).get("X-HubSpot-RateLimit-Daily-Remaining")
-            if remaining is not None and remaining.strip() == "0":
-                self.quota.spend_until(self.quota.next_midnight())
-            return data, status
-
-    def _rate_limited(self, error: answers.HubSpotError, count: int) -> float | None:
-        """A 429: hold everyone sharing the token; the wait to retry after, or None to give up."""
-        if error.policy == "DAILY":
-            back_at = time.time() + error.retry_after if error.retry_after else self.quota.next_midnight()
-            self.quota.spend_until(back_at)
-            error.retry_after = max(1.0, back_at - time.time())
-            log.warning("HubSpot daily API limit reached: destination %s waits until %s", self.name,
-                        self._clock(back_at))
-            return None
-        window = error.interval or self.settings.rate_window
-        wait = error.retry_after if error.retry_after is not None else backoff(count, 1.0, window, jitter=False)
-        self.budget.hold(wait)
-        error.retry_after = wait
-        if count > self.settings.rate_limit_retries:
-            return None
-        log.warning("HubSpot answered 429 (%s): destination %s waits %.1fs", error.policy, self.name, wait)
-        return wait
+            if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403):
+                raise _Refused(error) from None
+            raise error.classified() from None
+        except urllib3.exceptions.HTTPError as exc:
+            self.pacer.answered(None)  # it may have arrived: it counts a whole window from now
+            raise network_error("hubspot", exc) from None
+        except ValueError as exc:  # the SDK could not read the answer (client_side_validation, dates)
+            self.pacer.answered(None)
+            raise Retryable(f"HubSpot answered with a body the client could not read: {exc}",
+                            code="unreadable_answer") from None
+        self.pacer.answered(headers)
+        return data, status
 
     # --- sending ---------------------------------------------------------------------------
     def send(self, records: list[OutboundRecord]) -> list[Outcome]:
+        self._background = all(record.background for record in records)
         outcomes: dict[int, Outcome] = {}
         items: list[_Item] = []
         seen: set[str] = set()
@@ -431,6 +399,7 @@ class HubSpotDestination(Destination):
     # --- setup and checks --------------------------------------------------------------------
 
     def _properties(self) -> dict[str, Any]:
+        self._waits, self._background = True, False  # a command: wait for the budget rather than fail
         return setup.read_properties(self._call, self._sdk(), self.settings.object)
 
     def check_against_crm(self, mapping: Mapping) -> list[str]:
@@ -446,6 +415,7 @@ class HubSpotDestination(Destination):
 
     def setup(self, mapping: Mapping | None = None) -> list[str]:
         """Create the property group and the custom properties the mapping needs; safe to repeat."""
+        self._waits, self._background = True, False
         try:
             return setup.create_properties(self._call, self._sdk(), self.settings, mapping or shipped_mapping("hubspot.yaml"))
         except _Refused as refused:
@@ -455,11 +425,15 @@ class HubSpotDestination(Destination):
         return self.links.url(crm_id)
 
     def _paced(self, request: Callable[[], Any]) -> Any:
-        self.budget.acquire()
+        """A request outside the SDK (the account lookup for record links) inside the token's shared
+        budget; it is sent from the notices' thread, so it waits for room rather than handing back."""
+        self.pacer.take(background=False, waits=True)
+        answer = None
         try:
-            return request()
+            answer = request()
+            return answer
         finally:
-            self.budget.release()
+            self.pacer.answered(getattr(answer, "headers", None))
 
     def close(self) -> None:
         apis, self._apis = self._apis, None

@@ -17,10 +17,12 @@ class Settings(DestinationSettings):
     object: str = Field(default="contacts", description="the CRM object leads become")
     requests_per_10s: int = Field(default=100, ge=1, le=1000,
                                   description="the account's burst limit: 100 (Free/Starter), 190 "
-                                              "(Professional/Enterprise), 250 (API limit increase)")
+                                              "(Professional/Enterprise), 250 (API limit increase); shared "
+                                              "by every process using the token, until HubSpot states its own")
     daily_limit: int | None = Field(default=None, ge=1,
-                                    description="stop at this many requests a day (HubSpot's daily limit is "
-                                                "shared with every other private app of the account)")
+                                    description="stop at this many requests a day, counted across every "
+                                                "process using the token (HubSpot's daily limit is shared "
+                                                "with every other private app of the account)")
     timeout: float = Field(default=30.0, gt=0, description="seconds to wait for one HubSpot answer")
     host: str = Field(default="https://api.hubapi.com", description="HubSpot's API; change only for tests")
     ca_bundle: str | None = Field(default=None, description="CA file for an intercepting proxy")
@@ -45,8 +47,9 @@ class Settings(DestinationSettings):
                            description="with portal_id: the domain people open HubSpot on (app-eu1.hubspot.com "
                                        "for an EU account)")
     rate_limit_retries: int = Field(default=3, ge=0,
-                                    description="how often one send waits out a ten-secondly 429 before "
-                                                "the worker reschedules the batch")
+                                    description="ignored (kept so older config files load): a 429 now holds "
+                                                "every process sharing the token and the worker reschedules "
+                                                "the batch after HubSpot's wait")
 
     @field_validator("account_timezone")
     @classmethod
@@ -57,5 +60,3 @@ class Settings(DestinationSettings):
             raise ValueError(f"unknown time zone '{value}' (example: Africa/Johannesburg)") from None
         return value
 
-
-# --- the daily quota, shared like the rate budget -------------------------------------------

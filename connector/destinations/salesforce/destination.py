@@ -39,34 +39,44 @@ from connector.destinations.salesforce.setup import (
     grant_access,
     setup_failure,
 )
-from connector.errors import ConfigProblem, ConnectorError, Permanent, classify, network_error
+from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, classify, network_error
 from connector.mapping import Mapping, shipped_mapping
 from connector.mapping.spec import FieldSpec
+from connector.pacing import Budget, Budgets, Window, local_budgets
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
 log = logging.getLogger("connector.destinations.salesforce")
 T = TypeVar("T")
+DAILY = "daily"  # the org's API requests in a rolling 24 hours, as Sforce-Limit-Info counts them
 
 
 class SalesforceDestination(Destination):
     kind = "salesforce"
     Settings = Settings
     max_batch = COLLECTION_LIMIT
+    paced = True
 
-    def __init__(self, name: str, settings: Settings, session: requests.Session | None = None):
+    def __init__(self, name: str, settings: Settings, session: requests.Session | None = None,
+                 budgets: Budgets | None = None):
         """`session`: an HTTP session to use instead of our own (build it with `http_session`)."""
         super().__init__(name, settings)
+        # The org's daily allowance is shared by every process (and every other integration): one budget
+        # per org and user, its limit and use learnt from each answer's Sforce-Limit-Info.
+        org = f"{settings.domain}|{settings.instance_url or ''}|{settings.username or settings.consumer_key or ''}"
+        self.budget: Budget = (budgets or local_budgets()).budget("salesforce", org, [Window(DAILY, None, 86400.0)])
         self.settings: Settings = settings
         self.http = session if session is not None else http_session(settings)
         self._client: Salesforce | None = None
         self._lock = threading.Lock()
         self._describes: dict[str, dict[str, Any]] = {}
         self.api_usage: tuple[int, int] | None = None  # (used, allowance) from Sforce-Limit-Info
+        self._background = False  # the batch being sent came from a backfill or reconcile only
 
     # --- sending ------------------------------------------------------------------------
     def send(self, records: list[OutboundRecord]) -> list[Outcome]:
         if not records:
             return []
+        self._background = all(record.background for record in records)
         existing = self._existing(records)
         prepared = [(r, self._key(r), r.payload(existing.get(r.delivery_id))) for r in records]
         # New leads and updates go in separate requests: the Assignment Rule header is per request,
@@ -307,7 +317,18 @@ class SalesforceDestination(Destination):
 
     # --- the session ----------------------------------------------------------------------
     def _call(self, action: Callable[[Salesforce], T]) -> T:
-        """Run `action` with a logged-in client; an expired session is renewed once, then repeated."""
+        """Run `action` with a logged-in client; an expired session is renewed once, then repeated.
+
+        Each call is charged to the org's shared budget first: past the org's daily allowance (past
+        `pacing.BACKGROUND_SHARE` of it for leads a backfill or reconcile found) the destination pauses
+        until the budget says, rather than spend requests other integrations of the org need.
+        """
+        refused = self.budget.take(self._background)
+        if refused is not None:
+            used, total = self.api_usage or (0, 0)
+            raise RateLimited(f"Salesforce org's daily API requests are used up to our share ({used} of {total} "
+                              f"in 24 hours); waiting {refused.wait:.0f}s", retry_after=max(60.0, refused.wait),
+                              pause_destination=True, code="api_budget")
         for attempt in (1, 2):
             client = self._session(renew=attempt == 2)
             try:
@@ -350,6 +371,7 @@ class SalesforceDestination(Destination):
         if current is None:
             return
         self.api_usage = (current.used, current.total)
+        self.budget.feed(DAILY, used=current.used, limit=current.total)
         if current.total and current.used >= 0.9 * current.total:
             log.warning("%s: Salesforce org has used %d of its %d daily API requests", self.name, current.used,
                         current.total)
