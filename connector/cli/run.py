@@ -15,7 +15,7 @@ from connector.durations import seconds
 from connector.errors import ConfigError
 from connector.logs import setup_logging
 from connector.web import create_app
-from connector.worker import Worker, run_workers
+from connector.worker import drain_workers, run_workers
 
 log = logging.getLogger("connector")
 
@@ -84,12 +84,12 @@ def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> No
     setup_logging()
     warn_if_ephemeral(ctx)
     report_mapping_problems(ctx)
+    count = threads or ctx.config.worker.threads
     if drain:
-        Worker(ctx.runtime).drain(timeout=timeout)
+        drain_workers(ctx.runtime, count, timeout)
         return
     stop = threading.Event()
     _stop_on_signals(stop)
-    count = threads or ctx.config.worker.threads
     started = run_workers(ctx.runtime, count, stop)
     log.info("worker started with %d threads for %s", count, ", ".join(ctx.config.destinations))
     while not stop.wait(1.0):
