@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -30,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789"  # the connector refuses secrets under 16 characters
+LOG_DIR = Path(tempfile.gettempdir())
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -154,9 +156,12 @@ def environment(config: Path, **extra: str) -> dict[str, str]:
 
 
 def connector(config: Path, *args: str) -> subprocess.Popen:
-    """`connector ARGS` with `config`, its output dropped (the benches print figures, not logs)."""
-    return subprocess.Popen([sys.executable, "-m", "connector", *args], env=environment(config), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """`connector ARGS` with `config`; its log goes to LOG_DIR/bench-connector-<command>.log, not the figures."""
+    log = (LOG_DIR / f"bench-connector-{args[0]}.log").open("wb")
+    # BENCH_PROBE=script.py runs a script in place of `-m connector` (one that patches, then calls the CLI).
+    command = [sys.executable, *(os.environ["BENCH_PROBE"].split() if os.environ.get("BENCH_PROBE") else ["-m", "connector"])]
+    return subprocess.Popen([*command, *args], env=environment(config), cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def gunicorn(config: Path, port: int, processes: int = 2) -> subprocess.Popen:

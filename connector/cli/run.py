@@ -18,6 +18,7 @@ from connector.web import create_app
 from connector.worker import drain_workers, run_workers
 
 log = logging.getLogger("connector")
+SERVE_BACKLOG_PER_THREAD = 20  # deliveries stored by `serve` and not yet claimed, per worker thread, before it paces
 
 
 def warn_if_ephemeral(ctx: Context) -> None:
@@ -60,7 +61,10 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
     report_mapping_problems(ctx)
     ctx.store.upgrade()
     stop = threading.Event()
-    run_workers(ctx.runtime, threads or ctx.config.worker.threads, stop)
+    count = threads or ctx.config.worker.threads
+    # A burst of webhooks must not starve the workers of the one interpreter they share (wakeup.Doorbell).
+    ctx.store.doorbell.pace_backlog = SERVE_BACKLOG_PER_THREAD * count
+    run_workers(ctx.runtime, count, stop)
     server = make_server(host, port, create_app(ctx.runtime), threaded=True)
     log.info("listening on http://%s:%d/webhooks/<source> (sources: %s); Ctrl-C to stop", host, port,
              ", ".join(ctx.config.sources))

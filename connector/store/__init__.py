@@ -132,7 +132,8 @@ class Store:
                     if recorded.deliveries:
                         cursor.execute(NOTIFY)  # heard by other processes' workers at commit
             if recorded.deliveries:
-                self.doorbell.ring()
+                self.doorbell.ring(recorded.deliveries)
+                self.doorbell.pace()  # `serve` only: lets its own workers keep up during a burst
             return recorded
         except self.database_errors as exc:
             cause = getattr(exc, "orig", None) or exc  # the driver's own words, never the statement's values
@@ -196,7 +197,9 @@ class Store:
         """
         now = time.time()
         with self._tx() as conn:
-            return self._claimer.claim(conn, destination, limit, owner, now + lease, now)
+            batch = self._claimer.claim(conn, destination, limit, owner, now + lease, now)
+        self.doorbell.took(len(batch.claimed) + len(batch.superseded))
+        return batch
 
     def due_count(self, destinations: Sequence[str], before: float | None = None) -> int:
         """Deliveries due by `before` (default now; leased ones included), of destinations not paused."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from connector.backoff import backoff
@@ -34,16 +35,59 @@ class Doorbell:
 
     A worker notes `rings` before a round; if the round found nothing it waits with that number,
     and returns at once if the bell rang meanwhile.
+
+    It also paces a receiver that shares its process with busy workers (`connector serve`, after
+    `pace_backlog` is set). Python runs one thread at a time: during a burst the request threads,
+    many and each holding the interpreter only briefly, got nearly all of it, and the two worker
+    threads, which give it up at every database statement and socket call and then queue for it
+    behind every request thread, delivered a small fraction of what arrived (measured: 0.4 to 0.5 of
+    the arrivals, bench/serve_burst.py). So while this process's workers are claiming (they took
+    something within the last `PACE_ACTIVE` seconds) and more than `pace_backlog` deliveries stored
+    here wait unclaimed, a webhook already stored waits, at most `PACE_WAIT`, before it is answered;
+    its thread sleeps, and the workers get the interpreter. A worker that is idle, paused or waiting
+    on a slow CRM claims nothing, and then nothing waits.
     """
+
+    PACE_WAIT = 0.5
+    PACE_ACTIVE = 1.0
 
     def __init__(self) -> None:
         self._condition = threading.Condition(threading.Lock())
         self.rings = 0
+        self.pace_backlog: int | None = None  # None: no pacing (the receiver under gunicorn, the worker)
+        self._stored = 0  # deliveries stored by this process ...
+        self._taken = 0  # ... and claimed (or settled stale) by its workers, while pacing
+        self._last_take = float("-inf")
 
-    def ring(self) -> None:
+    def ring(self, deliveries: int = 0) -> None:
         with self._condition:
             self.rings += 1
+            self._stored += deliveries
             self._condition.notify_all()
+
+    def took(self, deliveries: int) -> None:
+        """This process's workers claimed `deliveries` (what pacing compares the stored ones with)."""
+        if self.pace_backlog is None or not deliveries:
+            return
+        with self._condition:
+            self._taken += deliveries
+            self._last_take = time.monotonic()
+            self._condition.notify_all()
+
+    def pace(self) -> None:
+        """Wait (at most PACE_WAIT) while this process's busy workers are more than pace_backlog behind."""
+        limit = self.pace_backlog
+        if limit is None:
+            return
+        with self._condition:
+            deadline = time.monotonic() + self.PACE_WAIT
+            while self._stored - self._taken > limit and time.monotonic() - self._last_take < self.PACE_ACTIVE:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._condition.wait(left)
+            if self._stored - self._taken > limit and time.monotonic() - self._last_take >= self.PACE_ACTIVE:
+                self._taken = self._stored - limit  # what idle workers left is no debt for later webhooks
 
     def wait(self, seen: int, timeout: float) -> bool:
         """Until the bell rings after `seen` or `timeout` passes; True if it rang."""
