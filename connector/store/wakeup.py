@@ -122,13 +122,14 @@ class Listener:
             try:
                 self._listen(stop, failures)
                 failures = 0
-            except self.errors as exc:
+            except Exception as exc:  # the database's errors above all; a bug here must not end the thread either
                 self.listening.clear()
                 failures += 1
                 if failures == 1:
                     cause = (str(exc).splitlines() or [""])[0]
                     log.warning("not listening for new deliveries (%s: %s); finding them by polling until "
-                                "the database answers again", type(exc).__name__, cause)
+                                "the database answers again", type(exc).__name__, cause,
+                                exc_info=not isinstance(exc, self.errors))
                 stop.wait(backoff(failures, 0.5, self.retry_max))
             finally:
                 self._close()
