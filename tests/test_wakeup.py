@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector.config import load_config
 from connector.runtime import Runtime
@@ -224,3 +226,19 @@ def _up(url: str) -> bool:
         return requests.get(f"{url}/healthz", timeout=1).status_code == 200
     except OSError:
         return False
+
+
+@given(st.lists(st.sampled_from(["ring", "note", "wait"]), max_size=40))
+def test_no_ring_between_a_workers_look_and_its_wait_is_lost(steps):
+    """Whatever the order of rings, rounds (`note`) and waits, a wait returns at once exactly when the
+    bell rang since the round began, so an idle worker never sleeps through a stored lead."""
+    bell = Doorbell()
+    seen, rung_since = bell.rings, False
+    for step in steps:
+        if step == "ring":
+            bell.ring(1)
+            rung_since = True
+        elif step == "note":
+            seen, rung_since = bell.rings, False
+        else:
+            assert bell.wait(seen, 0) is rung_since
