@@ -122,6 +122,10 @@ DURATIONS = ("lease", "retry_horizon", "backoff_base", "backoff_max", "config_re
 class WorkerConfig(Strict):
     threads: int = Field(default=2, ge=1, le=64, description="delivery threads per worker process")
     poll_interval: float = Field(default=0.5, gt=0, description="how often an idle worker looks for due deliveries")
+    instant_wakeup: bool = Field(default=True,
+                                 description="wake idle workers the moment a lead is stored (PostgreSQL: LISTEN/NOTIFY; "
+                                             "`serve`: directly) rather than at the next poll; false: poll only "
+                                             "(e.g. behind PgBouncer in transaction mode, where LISTEN hears nothing)")
     lease: float = Field(default=120, description="seconds a claimed batch is ours before another worker may take it")
     retry_horizon: float = Field(default=3 * 86400, description="keep retrying transient failures this long")
     backoff_base: float = Field(default=5, gt=0, description="first retry after about this long, then doubling")

@@ -15,9 +15,10 @@ from connector.durations import seconds
 from connector.errors import ConfigError
 from connector.logs import setup_logging
 from connector.web import create_app, warm_up
-from connector.worker import Worker, run_workers
+from connector.worker import drain_workers, run_workers
 
 log = logging.getLogger("connector")
+SERVE_BACKLOG_PER_THREAD = 20  # deliveries stored by `serve` and not yet claimed, per worker thread, before it paces
 
 
 def warn_if_ephemeral(ctx: Context) -> None:
@@ -60,7 +61,10 @@ def serve(ctx: Context, host: str, port: int, threads: int | None) -> None:
     report_mapping_problems(ctx)
     ctx.store.upgrade()
     stop = threading.Event()
-    run_workers(ctx.runtime, threads or ctx.config.worker.threads, stop)
+    count = threads or ctx.config.worker.threads
+    # A burst of webhooks must not starve the workers of the one interpreter they share (wakeup.Doorbell).
+    ctx.store.doorbell.pace_backlog = SERVE_BACKLOG_PER_THREAD * count
+    run_workers(ctx.runtime, count, stop)
     app = create_app(ctx.runtime)
     warm_up(app)
     server = make_server(host, port, app, threaded=True)
@@ -87,13 +91,13 @@ def worker(ctx: Context, threads: int | None, drain: bool, timeout: float) -> No
     setup_logging()
     warn_if_ephemeral(ctx)
     report_mapping_problems(ctx)
+    count = threads or ctx.config.worker.threads
     if drain:
-        Worker(ctx.runtime).drain(timeout=timeout)
+        drain_workers(ctx.runtime, count, timeout)
         _send_notices(ctx)
         return
     stop = threading.Event()
     _stop_on_signals(stop)
-    count = threads or ctx.config.worker.threads
     started = run_workers(ctx.runtime, count, stop)
     log.info("worker started with %d threads for %s", count, ", ".join(ctx.config.destinations))
     while not stop.wait(1.0):

@@ -43,6 +43,7 @@ from connector.store.schema import (
 )
 from connector.store.settling import Settler
 from connector.store.speed import LeadSpeed, RouteSpeed
+from connector.store.wakeup import NOTIFY, Doorbell, Listener, listener_for
 
 __all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "PersonHasher", "Recorded",
            "SecretUse", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
@@ -74,6 +75,12 @@ class Store:
         self._group = None if self.is_postgres else GroupCommit(
             self.engine, self._writer, self._events.record,
             wal_path=f"{sqlite_file}-wal" if sqlite_file else None)
+        # Rung after every commit that makes deliveries due; idle workers of this process wait on it.
+        self.doorbell = Doorbell()
+
+    def listener(self) -> Listener | None:
+        """PostgreSQL: what hears other processes' new deliveries (LISTEN/NOTIFY, see wakeup.py)."""
+        return listener_for(self.engine, self.doorbell, self.database_errors) if self.is_postgres else None
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -135,9 +142,17 @@ class Store:
         """
         try:
             if self._group is not None:
-                return self._group.submit(event, destinations, body, signature_index)
-            with self._tx() as conn:
-                return self._events.record(conn.connection.cursor(), event, destinations, body, signature_index)
+                recorded = self._group.submit(event, destinations, body, signature_index)
+            else:
+                with self._tx() as conn:
+                    cursor = conn.connection.cursor()
+                    recorded = self._events.record(cursor, event, destinations, body, signature_index)
+                    if recorded.deliveries:
+                        cursor.execute(NOTIFY)  # heard by other processes' workers at commit
+            if recorded.deliveries:
+                self.doorbell.ring(recorded.deliveries)
+                self.doorbell.pace()  # `serve` only: lets its own workers keep up during a burst
+            return recorded
         except self.database_errors as exc:
             cause = getattr(exc, "orig", None) or exc  # the driver's own words, never the statement's values
             first_line = (str(cause).splitlines() or [""])[0]
@@ -155,7 +170,12 @@ class Store:
             results = [self._events.record(cursor, event, dests, body, None) for event, dests, body in batch]
             if checkpoint is not None:
                 checkpoints.save(conn, self._insert, *checkpoint)
-            return results
+            due = any(r.deliveries for r in results)
+            if due and self.is_postgres:
+                cursor.execute(NOTIFY)
+        if due:
+            self.doorbell.ring()
+        return results
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The newest stored lead document per id (for a backfill deciding what it must fetch)."""
@@ -195,7 +215,9 @@ class Store:
         """
         now = time.time()
         with self._tx() as conn:
-            return self._claimer.claim(conn, destination, limit, owner, now + lease, now)
+            batch = self._claimer.claim(conn, destination, limit, owner, now + lease, now)
+        self.doorbell.took(len(batch.claimed) + len(batch.superseded))
+        return batch
 
     def due_count(self, destinations: Sequence[str], before: float | None = None) -> int:
         """Deliveries due by `before` (default now; leased ones included), of destinations not paused."""
@@ -402,7 +424,12 @@ class Store:
         if destination:
             stmt = stmt.where(deliveries.c.destination == destination)
         with self._tx() as conn:
-            return conn.execute(stmt).rowcount
+            changed = conn.execute(stmt).rowcount
+            if changed and self.is_postgres:
+                conn.exec_driver_sql(NOTIFY)
+        if changed:
+            self.doorbell.ring()
+        return changed
 
     def replay_ids(self, *, event_id: int | None = None, source: str | None = None, lead_id: str | None = None,
                    destination: str | None = None) -> list[int]:

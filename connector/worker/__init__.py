@@ -37,6 +37,7 @@ from connector.records import MappedRecord, OutboundRecord, Outcome, field_decis
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
+from connector.store.wakeup import watch
 from connector.timeutil import iso, parse_iso
 from connector.worker.jobs import scheduled_jobs
 from connector.worker.schedule import Scheduler
@@ -351,9 +352,16 @@ class Worker:
                 time.sleep(max(0.02, self._idle_wait()) if self._rest_until else 0.02)
 
     def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop`; idle, wait for the store's doorbell (a new delivery) or the next poll."""
         names = list(self.config.destinations)
+        doorbell = self.store.doorbell
         while not stop.is_set():
-            if not self.round(names):
+            seen = doorbell.rings  # noted before the round: a ring during it is not missed
+            if self.round(names) or stop.is_set():
+                continue
+            if self.config.worker.instant_wakeup:
+                doorbell.wait(seen, self._idle_wait())
+            else:
                 stop.wait(self._idle_wait())
         self.close()
 
@@ -375,8 +383,14 @@ def written(item: Claimed, now: float | None = None) -> dict[str, float]:
 
 def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[threading.Thread]:
     """Start `threads` workers in this process, each with its own destination clients, and the scheduler
-    thread for the scheduled jobs (reconcile, prune; connector.worker.jobs), if any are configured."""
+    thread for the scheduled jobs (reconcile, prune; connector.worker.jobs), if any are configured. They
+    wake for new deliveries through the store's doorbell (and, on PostgreSQL, one LISTEN connection per
+    process)."""
     base = f"{socket.gethostname()}:{os.getpid()}"
+    watch(stop, runtime.store.doorbell)
+    listener = runtime.store.listener() if runtime.config.worker.instant_wakeup else None
+    if listener is not None:
+        listener.start(stop)
     started = []
     for index in range(threads):
         worker = Worker(runtime, owner=f"{base}:{index}:{uuid.uuid4().hex[:4]}")
@@ -393,4 +407,18 @@ def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[t
     return started
 
 
-__all__ = ["Worker", "run_workers"]
+def drain_workers(runtime: Runtime, threads: int, timeout: float) -> None:
+    """`worker --drain` with `threads` workers, each draining until nothing falls due (see Worker.drain)."""
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    workers = [Worker(runtime, owner=f"{base}:{index}:{uuid.uuid4().hex[:4]}") for index in range(threads)]
+    running = [threading.Thread(target=w.drain, kwargs={"timeout": timeout}, name=f"drain-{i}", daemon=True)
+               for i, w in enumerate(workers)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    for worker in workers:
+        worker.close()
+
+
+__all__ = ["Worker", "drain_workers", "run_workers"]
