@@ -20,6 +20,7 @@ from connector import yamlfile
 from connector.durations import DURATION, seconds
 from connector.errors import ConfigError
 from connector.lead import get_path
+from connector.privacy.settings import PrivacyConfig
 
 DEFAULT_CONFIG = "config.yaml"
 MIN_SECRET_LENGTH = 16
@@ -151,6 +152,9 @@ class Config(Strict):
                                                                         "destination")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="messages to the team's channels "
                                                                           "when something needs a person")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
+                                   description="personal information: retention, erasure, opt-outs, encryption "
+                                               "(docs/privacy.md)")
 
     path: Path | None = Field(default=None, exclude=True)
     # The file as read, so that later checks (connector.runtime) can name the line of a mistake.
@@ -196,6 +200,11 @@ def json_schema() -> dict[str, Any]:
         alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}
         alerts[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
                                  {"type": "string", "pattern": DURATION.pattern}]
+    privacy = schema["$defs"]["PrivacyConfig"]["properties"]
+    for name in ("keep_personal_data", "keep_dead_letters"):
+        privacy[name] = {key: value for key, value in privacy[name].items() if key not in ("type", "exclusiveMinimum")}
+        privacy[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
+                                  {"type": "string", "pattern": DURATION.pattern}]
     schema["title"] = "Lead connector configuration"
     return schema
 
@@ -221,7 +230,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config = yamlfile.validate(doc, Config)
     config.path = doc.path.resolve()
     config._document = doc
-    config._secrets = secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values())
+    config._secrets = (secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values())
+                       + config.privacy.key_values())
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
@@ -232,7 +242,32 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if relative and relative != ":memory:":
             config.database.url = "sqlite:///" + str(config.resolve(relative))
     _check_references(doc, config)
+    _check_privacy(doc, config)
     return config
+
+
+def _check_privacy(doc: yamlfile.YamlDocument, config: Config) -> None:
+    """Encryption keys that Fernet cannot use, and erasure settings for destinations that do not exist."""
+    from cryptography.fernet import (
+        Fernet,  # only when a key is set: the webhook path never needs it otherwise
+    )
+
+    for index, key in enumerate(config.privacy.encryption_keys):
+        value = key.get_secret_value()
+        if not value:
+            continue
+        try:
+            Fernet(value.encode())
+        except (ValueError, TypeError):
+            names = doc.variables.get(("privacy", "encryption_keys", index))
+            where = f"the key in {', '.join(names)}" if names else "the key"
+            raise doc.error(("privacy", "encryption_keys", index),
+                            f"{where} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                            "`connector db new-key`") from None
+    for name in config.privacy.erase:
+        if name not in config.destinations:
+            raise doc.error(("privacy", "erase", name), f"no destination named '{name}'"
+                            f"{yamlfile.did_you_mean(name, config.destinations)}")
 
 
 def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:

@@ -87,6 +87,19 @@ class FakeCrm:
                     return _drop()
                 return jsonify(answer), saved_status
 
+        @app.delete("/leads/<crm_id>")
+        def erase(crm_id: str) -> Any:  # `connector forget --crm` with privacy.erase.<name>.url
+            with self.lock:
+                self.requests.append({"headers": dict(request.headers), "body": b"", "method": "DELETE",
+                                      "path": request.path})
+                status, scripted, headers = self.script.pop(0) if self.script else (0, {}, {})
+                if status > 0:
+                    return jsonify(scripted), status, headers
+                lead_key = crm_id.removeprefix("crm-")
+                if self.records.pop(lead_key, None) is None:
+                    return jsonify(code="not_found", message="no such lead"), 404
+                return Response(status=204)
+
         return app
 
 

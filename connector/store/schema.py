@@ -8,6 +8,7 @@
 - `delivery_attempts`: per delivery, its last verdicts (when, worker, outcome, request summary), for `explain`.
 - `backfill_checkpoints`: where each backfill got to, written with the events of its page.
 - `store_meta`: values the database makes for itself once, such as the salt of the people lookup hashes.
+- `forgotten`: tombstones of people erased by `connector forget`: their keyed hashes, when, why; no personal data.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -53,6 +54,9 @@ events = Table(
     Column("body", LargeBinary),
     Column("email_hash", String(64)),  # keyed hashes of the person (store/people.py): lookup without the value
     Column("phone_hash", String(64)),
+    # Set when the event's personal data was replaced by markers (forget, retention, opt-out): it cannot be replayed.
+    Column("erased_at", Float),
+    Column("erased_why", String(40)),
     UniqueConstraint("source", "event_key", name="uq_events_source_key"),
     UniqueConstraint("source", "body_sha256", name="uq_events_source_body"),
     Index("ix_events_source_lead", "source", "lead_id"),
@@ -157,4 +161,16 @@ store_meta = Table(
     "store_meta", metadata,
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+forgotten = Table(
+    "forgotten", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_hash", String(64)),  # keyed as events.email_hash (store/people.py)
+    Column("phone_hash", String(64)),
+    Column("erased_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),  # the operator's words, redacted
+    Column("erased", Text, nullable=False),  # JSON: per place, how many rows were erased
+    Index("ix_forgotten_email_hash", "email_hash"),
+    Index("ix_forgotten_phone_hash", "phone_hash"),
 )

@@ -31,6 +31,7 @@ from connector.errors import (
 from connector.lead import mapping_input
 from connector.mapping import Mapping
 from connector.metrics import DELIVERY_OUTCOMES
+from connector.privacy.retention import maybe_apply_retention
 from connector.records import MappedRecord, OutboundRecord, Outcome, field_decisions
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
@@ -62,6 +63,7 @@ class Worker:
         self._destinations: dict[str, Destination] = {}
         self._database_down = False
         self._last_failure: dict[str, str] = {}
+        self._retention_checked = 0.0  # monotonic: when this worker last asked whether retention is due
 
     # --- one batch ------------------------------------------------------------------
     def run_once(self, name: str) -> int:
@@ -274,6 +276,7 @@ class Worker:
                 continue
             self._last_failure.pop(name, None)
         self._check_alerts()
+        self._check_retention()
         if self._database_down:
             log.warning("database reachable again; delivering")
             self._database_down = False
@@ -292,6 +295,20 @@ class Worker:
             if text != self._last_failure.get("alerts"):
                 log.exception("checking alerts failed; trying again at the next check")
                 self._last_failure["alerts"] = text
+
+    def _check_retention(self) -> None:
+        """Daily retention (connector.privacy.retention): asked every 10 minutes, run by one process a day.
+        A stopgap: once the worker has a general scheduler, `apply_retention` belongs on it."""
+        if self._database_down or time.monotonic() - self._retention_checked < 600:
+            return
+        self._retention_checked = time.monotonic()
+        try:
+            maybe_apply_retention(self.runtime)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._last_failure.get("retention"):
+                log.exception("retention failed; trying again at the next check")
+                self._last_failure["retention"] = text
 
     def drain(self, destinations: Iterable[str] | None = None, timeout: float = 60.0) -> None:
         """Deliver until nothing falls due within `timeout` (tests, benchmarks, `worker --drain`)."""
