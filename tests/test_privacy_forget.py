@@ -28,9 +28,10 @@ def post(runtime: Any, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def person_payload(lead_id: str, stamp: str, phone: str = "+27823456789", email: str = "Thabo.M@Gmail.com",
-                   **extra: Any) -> dict[str, Any]:
+                   notes_phone: str = "082 345 6789", **extra: Any) -> dict[str, Any]:
+    """A lead whose free text quotes the number in another spelling and the email in capitals."""
     payload = leaditio_payload(lead_id, timestamp=stamp, last_name="Mokoena",
-                               notes=f"call 082 345 6789 after five, or mail {email.upper()}", **extra)
+                               notes=f"call {notes_phone} after five, or mail {email.upper()}", **extra)
     payload["contact"] = {"phone": phone, "email": email}
     return payload
 
