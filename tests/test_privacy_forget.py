@@ -146,5 +146,6 @@ def test_an_opted_out_person_is_stored_without_personal_data_and_not_delivered(t
     assert person_in(dump(runtime.store), email="fresh@example.com") == []
     assert json.loads(cli("status", "--json"))["privacy"]["skipped"] == {"opted_out": 1}
     assert "opted out" in cli("explain", "lead_O")
+    assert "not delivered 1 (opted out)" in cli("status")
     written = (tmp_path / "leads.jsonl").read_text()
     assert "lead_B" in written and "lead_O" not in written

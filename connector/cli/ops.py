@@ -55,6 +55,15 @@ def status(ctx: Context, as_json: bool) -> None:
             note = f"[red]paused {age(pause['until'] - now)} ({pause['kind']}): {escape(pause['reason'])}[/]"
         table.add_row(name, *[str(counts.get(s, 0)) for s in STATES], age(counts.get("oldest_pending_age")), note)
     console.print(table)
+    privacy = report.get("privacy") or {}
+    skipped = privacy.get("skipped") or {}
+    if skipped or privacy.get("erased_events") or privacy.get("tombstones"):
+        erased = ", ".join(f"{n} by {why}" for why, n in sorted((privacy.get("erased_events") or {}).items()))
+        last = privacy.get("last_retention")
+        console.print(f"privacy: not delivered {skipped.get('opted_out', 0)} (opted out), "
+                      f"{skipped.get('forgotten', 0)} (forgotten person); events erased: {erased or 'none'}; "
+                      f"people forgotten: {privacy.get('tombstones', 0)} hashes; last retention run: "
+                      f"{iso(last) if last else 'never'}", highlight=False)
 
 
 @main.group()
