@@ -44,15 +44,20 @@ def apply_retention(runtime_or_store: Runtime | Store, now: float | None = None,
     return RetentionReport(events, counts)
 
 
-def maybe_apply_retention(runtime: Runtime, now: float | None = None, every: float = DAILY) -> RetentionReport | None:
+def maybe_apply_retention(runtime: Runtime, now: float | None = None, every: float = DAILY,
+                          store: Store | None = None) -> RetentionReport | None:
     """The worker's daily run: only the process that takes the turn runs it (the others get None).
+    `store`: the one the caller delivers with, when not the runtime's.
 
     To move onto the worker's general scheduler once it exists: call `apply_retention` from there.
     """
     now = time.time() if now is None else now
-    if not runtime.store.privacy.take_retention_run(now, every):
+    store = store or runtime.store
+    if not store.privacy.take_retention_run(now, every):
         return None
-    report = apply_retention(runtime, now)
+    privacy = runtime.config.privacy
+    report = apply_retention(store, now, keep_personal_data=privacy.keep_personal_data,
+                             keep_dead_letters=privacy.keep_dead_letters)
     log.info("retention: personal data of %d events replaced by markers (%s)", report.events,
              ", ".join(f"{place}: {n}" for place, n in report.places.items() if n) or "nothing else")
     return report

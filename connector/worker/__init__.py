@@ -303,7 +303,9 @@ class Worker:
             return
         self._retention_checked = time.monotonic()
         try:
-            maybe_apply_retention(self.runtime)
+            maybe_apply_retention(self.runtime, store=self.store)
+        except self.store.database_errors:
+            self._retention_checked = 0.0  # the delivery loop reports the database; try again once it is back
         except Exception as exc:
             text = f"{type(exc).__name__}: {exc}"
             if text != self._last_failure.get("retention"):
