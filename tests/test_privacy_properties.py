@@ -5,6 +5,7 @@ whichever marketplace's form the leads came in, and nobody else is touched."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from connector.intake import accept
 from connector.privacy.forget import forget
+from connector.privacy.retention import apply_retention
 from connector.runtime import load_runtime
 from tests.conftest import ENV, cli_for
 from tests.privacy_helpers import dump, privacy_config
@@ -69,5 +71,33 @@ def test_no_spelling_of_a_forgotten_person_survives(tmp_path, database_url) -> N
                 ([email] if email.lower() in text else []) + ([national] if national in text else [])
         assert found == [], found
         assert bystander["email"] in text and "+27119998888" in text
+
+    check()
+
+
+def test_no_spelling_survives_retention(tmp_path, database_url) -> None:
+    """The same for retention: events past their keep lose every spelling of their person; newer ones keep theirs."""
+    path = privacy_config(tmp_path, database_url, {"keep_personal_data": "30d"}, sources={
+        "leaditio": {"marketplace": "leaditio", "secrets": ["${LEADITIO_WEBHOOK_SECRET}"]},
+        "leados": {"marketplace": "leados", "secrets": ["${LEADITIO_WEBHOOK_SECRET}"]}}, routes=[])
+    cli_for(path)("db", "upgrade")
+    runtime = load_runtime(path, env=ENV)
+    clock = [time.time()]
+
+    @settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(national=nationals, email=emails, leads=forms)
+    def check(national: str, email: str, leads: list[tuple[str, int, int]]) -> None:
+        lead_id = uuid.uuid4().hex[:10]
+        for n, (form, phone_spelling, notes_spelling) in enumerate(leads):
+            raw = body(form, lead_id, email, SPELLINGS[phone_spelling](national), SPELLINGS[notes_spelling](national), n)
+            accept(runtime.config, runtime.store, runtime.marketplaces[form].parse(raw), raw)
+        assert email.lower() in dump(runtime.store).lower()  # within its keep: still there
+        clock[0] += 31 * 86400  # every event so far is past its keep (received, never routed)
+        assert apply_retention(runtime, clock[0]).events == len(leads)
+        text = dump(runtime.store).lower()
+        found = [s(national) for s in SPELLINGS if s(national).lower() in text] + \
+                ([email] if email.lower() in text else []) + ([national] if national in text else [])
+        assert found == [], found
 
     check()
