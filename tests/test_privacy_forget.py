@@ -101,6 +101,7 @@ def test_forget_erases_the_person_everywhere_and_refuses_their_next_lead(tmp_pat
     # explain still tells the story; replay says it cannot
     story = json.loads(cli("explain", "lead_A", "--json"))
     assert len(story["events"]) == 3
+    assert sum("replaced by markers (forget" in note for note in story["notes"]) == 3
     assert "cannot replay" in cli("replay", "--lead", "lead_A", code=1)
 
     # a later lead of the same person (another spelling of the number) is refused: stored bare, skipped
