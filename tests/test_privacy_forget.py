@@ -150,3 +150,14 @@ def test_an_opted_out_person_is_stored_without_personal_data_and_not_delivered(t
     assert "not delivered 1 (opted out)" in cli("status")
     written = (tmp_path / "leads.jsonl").read_text()
     assert "lead_B" in written and "lead_O" not in written
+
+
+def test_privacy_mistakes_name_the_file_line_and_key(tmp_path, database_url) -> None:
+    path = privacy_config(tmp_path, database_url, {"erase": {"leads_fil": {"action": "none"}}})
+    out = cli_for(path)("status", code=2)
+    assert "privacy.erase.leads_fil" in out and "leads_file" in out and "config.yaml:" in out
+    path = privacy_config(tmp_path, database_url, {"opt_out_file": "missing.txt"})
+    out = cli_for(path)("status", code=2)
+    assert "privacy.opt_out_file" in out and "missing.txt" in out
+    path = privacy_config(tmp_path, database_url, {"keep_personal_data": "soon"})
+    assert "keep_personal_data" in cli_for(path)("status", code=2)
