@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector.runtime import load_runtime
+from connector.store import eventlog
 from connector.store.schema import backfill_checkpoints, deliveries, destination_health, events
 from connector.web import create_app
 from connector.worker import Worker
@@ -70,6 +71,7 @@ def test_forget_erases_the_person_everywhere_and_refuses_their_next_lead(tmp_pat
 
     key = Fernet.generate_key().decode()
     monkeypatch.setitem(ENV, "CONNECTOR_ENCRYPTION_KEY", key)
+    monkeypatch.setattr(eventlog, "TOMBSTONE_RECHECK", 0.0)  # the receiver looks for tombstones at once
     privacy = {"encryption_keys": ["${CONNECTOR_ENCRYPTION_KEY}"]} if keys else {}
     cli, runtime = setup_person(tmp_path, database_url, privacy)
     store = runtime.store

@@ -30,6 +30,7 @@ DELIVERY_COLUMNS = ("event_id", "destination", "lead_key", "occurred_at", "state
 EVENT_KEY_LENGTH = 400  # the events.event_key and deliveries.lead_key columns
 LEAD_ID_LENGTH = 200  # the events.lead_id column
 DEFAULT_FUTURE_TOLERANCE = 300.0  # server.event_time_tolerance's default
+TOMBSTONE_RECHECK = 5.0  # seconds: how long a receiver that saw no `forgotten` row trusts that
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -113,6 +114,8 @@ class EventLog:
         self.insert_delivery = insert("deliveries", DELIVERY_COLUMNS)
         self.read_salt = f"SELECT value FROM store_meta WHERE key = {mark}"
         self.find_forgotten = f"SELECT 1 FROM forgotten WHERE email_hash = {mark} OR phone_hash = {mark} LIMIT 1"
+        self.any_forgotten = "SELECT 1 FROM forgotten LIMIT 1"
+        self._forgotten_seen, self._forgotten_checked = False, float("-inf")
         self._hasher: PersonHasher | None = None
         self.sealer = Sealer()
         self.screen = Screen(refuse_forgotten=False)
@@ -172,8 +175,19 @@ class EventLog:
             return None
         if self.screen.opted_out(hasher, email_hash, phone_hash):
             return "opted_out"
-        if self.screen.refuse_forgotten:
+        if self.screen.refuse_forgotten and self._any_forgotten(cursor):
             cursor.execute(self.find_forgotten, (email_hash, phone_hash))
             if cursor.fetchall():
                 return "forgotten"
         return None
+
+    def _any_forgotten(self, cursor: Any) -> bool:
+        """Whether any tombstone exists, asked at most every TOMBSTONE_RECHECK seconds while there is none:
+        most databases have none, and then a webhook costs no extra query (a `forget` reaches running
+        receivers within that time). Once there is one, every webhook with an email or phone looks."""
+        now = time.monotonic()
+        if not self._forgotten_seen and now - self._forgotten_checked >= TOMBSTONE_RECHECK:
+            cursor.execute(self.any_forgotten)
+            self._forgotten_seen = bool(cursor.fetchall())
+            self._forgotten_checked = now
+        return self._forgotten_seen
