@@ -410,7 +410,7 @@ class Store:
         if destination:
             stmt = stmt.where(deliveries.c.destination == destination)
         # an erased event holds markers, not the lead: sending it would overwrite the CRM's record with them
-        stmt = stmt.where(deliveries.c.event_id.not_in(sa.select(events.c.id).where(events.c.erased_at.is_not(None))))
+        stmt = stmt.where(~sa.exists().where(events.c.id == deliveries.c.event_id, events.c.erased_at.is_not(None)))
         with self._tx() as conn:
             return conn.execute(stmt).rowcount
 
