@@ -107,3 +107,14 @@ def test_keys_rotate_and_an_unknown_key_is_named(tmp_path, database_url, monkeyp
     monkeypatch.setitem(ENV, "KEY_A", "not-a-key")
     result = CliRunner(env=ENV).invoke(main, ["--config", str(path), "status"])
     assert result.exit_code != 0 and "KEY_A" in result.output and "not-a-key" not in result.output
+
+
+def test_an_erased_lead_is_unknown_to_backfill(tmp_path, database_url) -> None:
+    """Backfill queues new destinations from the stored copy: an erased copy must not be that copy."""
+    path = privacy_config(tmp_path, database_url, {}, routes=[])
+    cli_for(path)("db", "upgrade")
+    runtime = load_runtime(path, env=ENV)
+    post(runtime, person_payload("lead_A", "2026-05-20T10:00:00Z"))
+    assert list(runtime.store.known_leads("leaditio", ["lead_A"])) == ["lead_A"]
+    assert apply_retention(runtime, time.time() + 31 * DAY).events == 1
+    assert runtime.store.known_leads("leaditio", ["lead_A"]) == {}

@@ -159,7 +159,8 @@ class Store:
             return results
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The newest stored lead document per id (for a backfill deciding what it must fetch)."""
+        """The newest stored lead document per id (for a backfill deciding what it must fetch); a lead whose
+        newest event was erased counts as unknown, so a backfill never sends markers from the stored copy."""
         if not lead_ids:
             return {}
         stored = {stored_lead_id(i): i for i in lead_ids}
@@ -169,7 +170,7 @@ class Store:
         query = (sa.select(events.c.lead_id, events.c.lead_json)
                  .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
                                        events.c.occurred_at == newest.c.at))
-                 .where(events.c.source == source))
+                 .where(events.c.source == source, events.c.erased_at.is_(None)))  # erased: markers, not a lead
         with self._tx() as conn:
             return {stored.get(row.lead_id, row.lead_id): json.loads(self.sealer.open_text(row.lead_json, "a stored lead"))
                     for row in conn.execute(query)}
