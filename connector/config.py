@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from connector import yamlfile
 from connector.durations import DURATION, seconds
 from connector.errors import ConfigError
 from connector.lead import get_path
+from connector.privacy.settings import PrivacyConfig
 
 DEFAULT_CONFIG = "config.yaml"
 MIN_SECRET_LENGTH = 16
@@ -259,6 +261,9 @@ class Config(Strict):
                                                                           "when something needs a person")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="the operators' web console at "
                                                                              "/console (docs/operations.md)")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
+                                   description="personal information: retention, erasure, opt-outs, encryption "
+                                               "(docs/privacy.md)")
 
     path: Path | None = Field(default=None, exclude=True)
     # The file as read, so that later checks (connector.runtime) can name the line of a mistake.
@@ -294,34 +299,28 @@ def json_schema() -> dict[str, Any]:
     """config.schema.json: the same models that validate the file, for editors (autocomplete, hover help)."""
     schema = Config.model_json_schema()
     schema["properties"].pop("path", None)
-    durations = schema["$defs"]["WorkerConfig"]["properties"]
-    for name in DURATIONS:  # validated as seconds, written as 30s, 15m, 3d
-        durations[name] = {key: value for key, value in durations[name].items() if key not in ("type", "exclusiveMinimum")}
-        durations[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
-                                    {"type": "string", "pattern": DURATION.pattern}]
-    durations["prune_every"] = {key: value for key, value in durations["prune_every"].items() if key != "anyOf"}
-    durations["prune_every"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
-                                         {"type": "string", "pattern": DURATION.pattern}, {"type": "null"}]
-    reconcile = schema["$defs"]["ReconcileConfig"]["properties"]
-    for name in ("every", "window", "grace"):
-        reconcile[name] = {key: value for key, value in reconcile[name].items()
-                           if key not in ("type", "exclusiveMinimum", "minimum")}
-        reconcile[name]["anyOf"] = [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
-    alerts = schema["$defs"]["AlertsConfig"]["properties"]
-    for name in ("dead_letter_interval", "oldest_pending_after", "check_interval", "secret_unused_after"):
-        alerts[name] = {key: value for key, value in alerts[name].items() if key not in ("type", "exclusiveMinimum")}
-        alerts[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
-                                 {"type": "string", "pattern": DURATION.pattern}]
-    notify = schema["$defs"]["NotifyConfig"]["properties"]
-    notify["max_age"] = {key: value for key, value in notify["max_age"].items() if key not in ("type", "exclusiveMinimum")}
-    notify["max_age"]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DURATION.pattern}]
-    console = schema["$defs"]["ConsoleConfig"]["properties"]
-    for name in ("session_lifetime", "lockout_window", "lockout_duration"):
-        console[name] = {key: value for key, value in console[name].items() if key not in ("type", "exclusiveMinimum")}
-        console[name]["anyOf"] = [{"type": "number", "exclusiveMinimum": 0},
-                                  {"type": "string", "pattern": DURATION.pattern}]
+    written_as_durations(schema, "WorkerConfig", DURATIONS)
+    written_as_durations(schema, "WorkerConfig", ["prune_every"], nullable=True)
+    written_as_durations(schema, "ReconcileConfig", ["every", "window", "grace"], minimum="minimum")
+    written_as_durations(schema, "AlertsConfig", ["dead_letter_interval", "oldest_pending_after", "check_interval",
+                                                  "secret_unused_after"])
+    written_as_durations(schema, "NotifyConfig", ["max_age"])
+    written_as_durations(schema, "ConsoleConfig", ["session_lifetime", "lockout_window", "lockout_duration"])
+    written_as_durations(schema, "PrivacyConfig", ["keep_personal_data", "keep_dead_letters"])
     schema["title"] = "Lead connector configuration"
     return schema
+
+
+def written_as_durations(schema: dict[str, Any], model: str, names: Sequence[str], *,
+                         minimum: str = "exclusiveMinimum", nullable: bool = False) -> None:
+    """Settings validated as seconds but written as 30s, 15m, 3d: the schema must take both forms."""
+    properties = schema["$defs"][model]["properties"]
+    for name in names:
+        kept = {key: value for key, value in properties[name].items()
+                if key not in ("type", "exclusiveMinimum", "minimum", "anyOf")}
+        kept["anyOf"] = [{"type": "number", minimum: 0}, {"type": "string", "pattern": DURATION.pattern},
+                         *([{"type": "null"}] if nullable else [])]
+        properties[name] = kept
 
 
 def database_url(raw: str) -> str:
@@ -347,7 +346,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config._document = doc
     notify_urls = [url for route in config.routes if route.notify for url in route.notify.url_values()]
     config._secrets = (secret_values(doc, env_map) + alert_url_secrets(config.alerts.url_values() + notify_urls)
-                       + config.console.read_environment(env_map))
+                       + config.console.read_environment(env_map) + config.privacy.key_values())
     from_env = bool(env_map.get("DATABASE_URL"))
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
@@ -358,7 +357,32 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if relative and relative != ":memory:":
             config.database.url = "sqlite:///" + str(config.resolve(relative))
     _check_references(doc, config)
+    _check_privacy(doc, config)
     return config
+
+
+def _check_privacy(doc: yamlfile.YamlDocument, config: Config) -> None:
+    """Encryption keys that Fernet cannot use, and erasure settings for destinations that do not exist."""
+    from cryptography.fernet import (
+        Fernet,  # only when a key is set: the webhook path never needs it otherwise
+    )
+
+    for index, key in enumerate(config.privacy.encryption_keys):
+        value = key.get_secret_value()
+        if not value:
+            continue
+        try:
+            Fernet(value.encode())
+        except (ValueError, TypeError):
+            names = doc.variables.get(("privacy", "encryption_keys", index))
+            where = f"the key in {', '.join(names)}" if names else "the key"
+            raise doc.error(("privacy", "encryption_keys", index),
+                            f"{where} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                            "`connector db new-key`") from None
+    for name in config.privacy.erase:
+        if name not in config.destinations:
+            raise doc.error(("privacy", "erase", name), f"no destination named '{name}'"
+                            f"{yamlfile.did_you_mean(name, config.destinations)}")
 
 
 def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:

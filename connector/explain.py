@@ -20,6 +20,7 @@ from connector.records import field_decisions
 from connector.runtime import Runtime
 from connector.store.history import LeadHistory
 from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
+from connector.timeutil import iso
 
 DUPLICATES = ("a duplicate (same event key or same body) is answered 200 and not stored again, so repeats of "
               "these events are not counted")
@@ -200,6 +201,10 @@ def build(runtime: Runtime, lead_id: str, history: LeadHistory, *, show_personal
                 story.notes.append(f"event {event.id}: the routes in the config now {'take' if decision.took else 'do not take'}"
                                    f" it for {decision.destination}, but when it arrived they "
                                    f"{'did not' if decision.took else 'did'} (the config changed since)")
+    for row in history.events:
+        if row.get("erased_at") is not None:
+            story.notes.append(f"event {row['id']}: its personal data was replaced by markers ({row['erased_why']}, "
+                               f"{iso(row['erased_at'])}): values shown as [erased], and it cannot be replayed")
     return story
 
 

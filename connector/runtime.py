@@ -25,7 +25,7 @@ from connector.notify import Notifier
 from connector.pacing import Budgets
 from connector.rotation import labels
 from connector.sources import MARKETPLACES, Marketplace
-from connector.store import Store
+from connector.store import Screen, Store
 
 
 class MappingCache:
@@ -72,12 +72,21 @@ class Runtime:
         self.redactor = Redactor(config.secrets)
         install(self.redactor)
         self._mappings = {name: MappingCache(config, name) for name in config.destinations}
+        privacy = config.privacy
+        self._opt_outs = load_opt_outs(config.resolve(privacy.opt_out_file)) if privacy.opt_out_file else ()
         if store is not None:
-            self.store = store
+            self.store = self._protected(store)
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.config.database.url, self.config.server.event_time_tolerance)
+        return self._protected(Store(self.config.database.url, self.config.server.event_time_tolerance))
+
+    def _protected(self, store: Store) -> Store:
+        """The store with the privacy settings: encryption keys, opt-outs, forgotten people refused or not."""
+        privacy = self.config.privacy
+        store.protect(privacy.key_values(),
+                      Screen(opt_outs=self._opt_outs, refuse_forgotten=privacy.after_forget == "refuse"))
+        return store
 
     @cached_property
     def budgets(self) -> Budgets:
@@ -122,6 +131,16 @@ class Runtime:
 
     def body_limit(self, source: str) -> int:
         return self.config.sources[source].max_body_bytes or self.config.server.max_body_bytes
+
+
+def load_opt_outs(path: Path) -> tuple[str, ...]:
+    """`privacy.opt_out_file`: one email or phone a line, `#` starts a comment. Kept only until the store
+    hashes them with its salt (store/eventlog.py Screen)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="privacy.opt_out_file") from None
+    return tuple(line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip())
 
 
 def load_runtime(path: str | Path | None = None, env: dict[str, str] | None = None) -> Runtime:

@@ -88,6 +88,19 @@ class FakeCrm:
                 return self._handle(lambda: address, create=True, replace=True, address=address)
             return self._handle(lambda: self.ids.get(address), create=False, address=address)
 
+        @app.delete("/leads/<crm_id>")
+        def erase(crm_id: str) -> Any:  # `connector forget --crm` with privacy.erase.<name>.url
+            with self.lock:
+                self.requests.append({"headers": dict(request.headers), "body": b"", "method": "DELETE",
+                                      "path": request.path})
+                status, scripted, headers = self.script.pop(0) if self.script else (0, {}, {})
+                if status > 0:
+                    return jsonify(scripted), status, headers
+                lead_key = crm_id.removeprefix("crm-")
+                if self.records.pop(lead_key, None) is None:
+                    return jsonify(code="not_found", message="no such lead"), 404
+                return Response(status=204)
+
         return app
 
     def _handle(self, key_of: Any, *, create: bool, replace: bool = False, address: str | None = None) -> Any:

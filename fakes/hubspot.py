@@ -25,6 +25,11 @@ speaks, with HubSpot's own status codes and body shapes (checked by running hubs
   non-unique 0-1 property ...". Per-property checks: PROPERTY_DOESNT_EXIST, READ_ONLY_VALUE,
   INVALID_OPTION, INVALID_EMAIL, a number that is not one, a unique value another contact holds.
 - `POST /crm/v3/objects/contacts/batch/read` (by idProperty): 200, or 207 with OBJECT_NOT_FOUND.
+- `POST /crm/v3/objects/contacts/gdpr-delete` `{"objectId", "idProperty"?}`: 204 and the contact gone
+  (HubSpot's "Permanently delete a contact (GDPR-compliant)", developers.hubspot.com/docs/api-reference/
+  legacy/crm/objects/contacts/gdpr/gdpr-delete-contact; the body shape from the changelog "Changes to the
+  GDPR deletion endpoints": `{"objectId": "123"}` or `{"idProperty": "email", "objectId": "a@b.c"}`).
+  An email with no contact is blocklisted (`blocklist`) and answered 204, as documented; an id with none: 404.
 - Properties: `GET/POST /crm/v3/properties/contacts` (201 on create, 409 if it exists),
   `GET/PATCH /crm/v3/properties/contacts/<name>` (404 OBJECT_NOT_FOUND), and the `/groups` routes.
 - Auth: `Authorization: Bearer <token>`; unknown -> 401 INVALID_AUTHENTICATION, revoked -> 401
@@ -194,6 +199,7 @@ class FakeHubSpot:
         self.script: list[tuple[str, int, dict[str, Any], dict[str, str]]] = []
         self.calls: list[tuple[str, str, int]] = []  # (method, path, status)
         self.bodies: list[dict[str, Any]] = []  # JSON bodies received (tests look at what was sent)
+        self.blocklist: set[str] = set()  # emails GDPR-deleted with no contact: HubSpot refuses them from then on
         self.rate_limited = 0
         self.peak_in_window = 0
         self.arrivals: dict[str, list[float]] = {}  # token -> arrival times of the requests the limit let in
@@ -296,6 +302,29 @@ class FakeHubSpot:
             with self.lock:
                 status, answer = self._upsert(body.get("inputs"))
             return _json(answer, status)
+
+        @app.post("/crm/v3/objects/<object_type>/gdpr-delete")
+        def gdpr_delete(object_type: str) -> Any:
+            if self._object(object_type) != "contacts":
+                raise Rejected(404, error_body("OBJECT_NOT_FOUND", "GDPR delete is for contacts only"))
+            self._need_scope("crm.objects.contacts.write")
+            body = self._body()
+            object_id = str(body.get("objectId") or "")
+            if not object_id:
+                raise Rejected(400, error_body("VALIDATION_ERROR", "objectId is required"))
+            with self.lock:
+                if body.get("idProperty") == "email":
+                    contact = self.find("email", object_id)
+                    if contact is None:
+                        self.blocklist.add(object_id.lower())
+                        return Response(status=204)
+                else:
+                    contact = self.contacts.get(object_id)
+                    if contact is None:
+                        raise Rejected(404, error_body("OBJECT_NOT_FOUND", "Object not found.  objectId are usually "
+                                                                           "numeric."))
+                del self.contacts[contact["id"]]
+            return Response(status=204)
 
         @app.post("/crm/v3/objects/<object_type>/batch/read")
         def batch_read(object_type: str) -> Any:

@@ -93,6 +93,7 @@ class FakeLeadOS(ServedFake):
         self.requests: Counter[str] = Counter()
         self.queries: list[dict[str, str]] = []  # every GET /v1/leads query, for assertions
         self.webhooks: list[dict[str, Any]] = []
+        self.suppressed: set[str] = set()  # POST /v1/suppression
         self.too_many = 0
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._window = FixedWindow()
@@ -183,6 +184,18 @@ class FakeLeadOS(ServedFake):
         @app.get("/v1/usage/balance")
         def balance() -> Any:
             return answer(200, {"credits_remaining": 480, "credits_used_this_month": 120}, {})
+
+        # "POST /v1/suppression: Add emails to suppression list" (the API reference, /work/shared/seeds/
+        # leados-api.txt; it shows no body): we take `{"emails": [...]}` and answer how many were added.
+        @app.post("/v1/suppression")
+        def suppress() -> Any:
+            body = request.get_json(silent=True) or {}
+            emails = body.get("emails")
+            if not isinstance(emails, list) or not all(isinstance(e, str) and "@" in e for e in emails):
+                return answer(400, {"code": "invalid_request", "message": "emails must be a list of emails"}, {})
+            added = {e.strip().lower() for e in emails} - self.suppressed
+            self.suppressed |= added
+            return answer(200, {"added": len(added), "total": len(self.suppressed)}, {})
 
         @app.post("/v1/webhooks")
         def register() -> Any:

@@ -194,6 +194,7 @@ class FakeSalesforce:
                 "Lead": standard_lead_fields() + leaditio_custom_fields(), "Contact": contact_fields(),
                 **admin_objects()}
             self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.objects}
+            self.deleted: set[str] = set()
             self.sessions: set[str] = set()
             self.api_calls = 0  # REST calls, which is what the org's daily allowance counts
             self.api_limit = 15000
@@ -497,6 +498,33 @@ class FakeSalesforce:
                     return self._json([exc.as_rest_error()], 400)
             return self._json({"id": record_id, "success": True, "errors": [], "created": created},
                               201 if created else 200)
+
+        # One record by id (`connector forget --crm`): REST API Developer Guide, "Delete a Record" and "Update
+        # a Record": 204 No Content on success; a missing id 404 NOT_FOUND, one deleted before 404 ENTITY_IS_DELETED.
+        @app.delete(f"{API}/sobjects/<obj>/<record_id>")
+        def delete_one(version: str, obj: str, record_id: str) -> Response:
+            with self.lock:
+                if self.records.get(obj, {}).pop(record_id, None) is None:
+                    code = "ENTITY_IS_DELETED" if record_id in self.deleted else "NOT_FOUND"
+                    raise SalesforceError(404, code, "entity is deleted" if code == "ENTITY_IS_DELETED"
+                                          else "The requested resource does not exist")
+                self.deleted.add(record_id)
+            return Response(status=204)
+
+        @app.patch(f"{API}/sobjects/<obj>/<record_id>")
+        def update_one(version: str, obj: str, record_id: str) -> Response:
+            body = request.get_json()
+            self._check_columns(obj, body)
+            with self.lock:
+                existing = self.records.get(obj, {}).get(record_id)
+                if existing is None:
+                    raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+                try:
+                    self._validate(obj, body, False, existing)
+                except RecordError as exc:
+                    return self._json([exc.as_rest_error()], 400)
+                existing.update(body)
+            return Response(status=204)
 
         @app.patch(f"{API}/composite/sobjects/<obj>/<field>")
         def upsert_many(version: str, obj: str, field: str) -> Response:

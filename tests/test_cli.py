@@ -30,7 +30,7 @@ def cli(tmp_path, database_url):  # noqa: ANN201
 
 
 def test_db_upgrade_is_repeatable(cli):
-    assert "revision 0009_i19budget_rate_budgets" in cli("db", "upgrade")
+    assert "revision 0010_i20privacy_erasure" in cli("db", "upgrade")
 
 
 def test_mappings_check_and_preview(cli, tmp_path):

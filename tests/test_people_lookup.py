@@ -15,7 +15,7 @@ from connector.store.schema import events
 
 # Every way a South African mobile number reaches us, and how people type it into a search box.
 SAME_NUMBER = ["+27823456789", "+27 82 345 6789", "0823456789", "082 345 6789", "082-345-6789",
-               "(082) 345 6789", "0027823456789", "27823456789", "+27-82-345-6789"]
+               "(082) 345 6789", "0027823456789", "27823456789", "+27-82-345-6789", "+27 (0)82 345 6789"]
 
 
 def event(lead_id: str, email: str | None, phone: str | None, key: str | None = None) -> InboundEvent:

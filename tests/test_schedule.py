@@ -183,7 +183,7 @@ def test_the_worker_reconciles_on_its_schedule_and_prunes(tmp_path, database_url
         config = load_config(path, env={**ENV, "LEADITIO_API_KEY": key})
         store = store_for(config.database.url)
         runtime = Runtime(config, store)
-        assert [job.name for job in scheduled_jobs(runtime)] == ["reconcile:leaditio", "prune"]
+        assert [job.name for job in scheduled_jobs(runtime)] == ["reconcile:leaditio", "prune", "retention"]
         stop = threading.Event()
         threads = run_workers(runtime, 1, stop)
         try:

@@ -12,7 +12,7 @@ from rich.console import Console
 from connector.config import Config
 from connector.errors import ConfigError
 from connector.runtime import Runtime, load_runtime
-from connector.store import Store
+from connector.store import SealError, Store
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -48,7 +48,17 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Commands(click.Group):
+    """The group; a stored value sealed under a key this process lacks is one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SealError as exc:
+            fail(str(exc), code=1)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", envvar="CONNECTOR_CONFIG", metavar="PATH",
               help="Config file (default: config.yaml; env CONNECTOR_CONFIG).")
 @click.version_option(package_name="leads-connector")

@@ -73,6 +73,15 @@ def status(ctx: Context, as_json: bool) -> None:
     console.print(keys)
     for line in schedule_lines(ctx, report["reconcile"], report["scheduled_jobs"], now):
         console.print(line, highlight=False)
+    privacy = report.get("privacy") or {}
+    skipped = privacy.get("skipped") or {}
+    if skipped or privacy.get("erased_events") or privacy.get("tombstones"):
+        erased = ", ".join(f"{n} by {why}" for why, n in sorted((privacy.get("erased_events") or {}).items()))
+        last = privacy.get("last_retention")
+        console.print(f"privacy: not delivered {skipped.get('opted_out', 0)} (opted out), "
+                      f"{skipped.get('forgotten', 0)} (forgotten person); events erased: {erased or 'none'}; "
+                      f"people forgotten: {privacy.get('tombstones', 0)} hashes; last retention run: "
+                      f"{iso(last) if last else 'never'}", highlight=False)
 
 
 def schedule_lines(ctx: Context, runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]],
@@ -217,6 +226,10 @@ def retry(ctx: Context, delivery_ids: tuple[int, ...], all_: bool, destination: 
         console.print(f"{len(chosen)} dead letters would be queued again" + (f": {shown}" if chosen else "")
                       + ("" if filtered or delivery_ids else " (every dead letter)"), highlight=False)
         return
+    erased = ctx.store.privacy.erased_deliveries(chosen)
+    if erased:
+        console.print(f"{len(erased)} of them cannot be sent again: their personal data was erased (retention or "
+                      f"forget): {', '.join(map(str, sorted(erased)[:20]))}", highlight=False)
     count = ctx.store.requeue(delivery_ids=chosen, state=DEAD) if chosen else 0
     if as_json:
         click.echo(json.dumps({"dry_run": False, "count": count, "delivery_ids": chosen}))
@@ -239,6 +252,11 @@ def replay(ctx: Context, lead_id: str | None, event_id: int | None, source: str 
     ids = ctx.store.replay_ids(event_id=event_id, source=source, lead_id=lead_id, destination=destination)
     if not ids:
         fail("nothing to replay: no such lead or event with deliveries", code=1)
+    erased = ctx.store.privacy.erased_deliveries(ids)
+    if erased:
+        at, why = next(iter(erased.values()))
+        fail(f"cannot replay: this event's personal data was erased ({why}, {iso(at)}); only the lead's marketplace "
+             "can send it again", code=1)
     count = ctx.store.requeue(delivery_ids=ids, force=force)
     console.print(f"{count} deliveries queued again; the worker sends them shortly")
 

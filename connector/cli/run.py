@@ -132,8 +132,15 @@ def upgrade(ctx: Context) -> None:
 @click.option("--older-than", default=None, help="e.g. 30d (default: server.dedupe_days, at least 7 days).")
 @pass_ctx
 def prune(ctx: Context, older_than: str | None) -> None:
-    """Forget finished events (never pending ones, never dead letters) older than the dedupe window."""
+    """Forget finished events (never pending ones, never dead letters) older than the dedupe window, and erase
+    personal data past privacy.keep_personal_data / keep_dead_letters (retention, as the worker does daily)."""
+    from connector.privacy.retention import apply_retention
+
     days = ctx.config.server.dedupe_days
     horizon = max(seconds(older_than), 7 * 86400) if older_than else days * 86400
     removed = ctx.store.prune(horizon)
     console.print(f"removed {removed} events older than {horizon / 86400:.0f} days")
+    report = apply_retention(ctx.runtime)
+    details = ", ".join(f"{place}: {n}" for place, n in report.places.items() if n)
+    console.print(f"retention: personal data of {report.events} events replaced by markers"
+                  + (f" ({details})" if details else ""), highlight=False)

@@ -352,6 +352,12 @@ class LeadOSApi(MarketplaceApi):
         answer = self.client.post("/webhooks", json={"url": url, "secret": secret, "events": events})
         return answer if isinstance(answer, dict) else {}
 
+    def suppress(self, emails: list[str]) -> None:
+        """Add emails to the account's suppression list (`POST /v1/suppression`, "Add emails to suppression
+        list" in the API reference; the body `{"emails": [...]}` is our reading of that name): LeadOS stops
+        selling us leads of people who asked to be erased (`connector forget --crm`)."""
+        self.client.post("/suppression", json={"emails": emails})
+
     def stats(self) -> dict[str, Any]:
         """Deliveries by day (`GET /v1/leads/stats`) and the credit balance (`GET /v1/usage/balance`)."""
         return {"deliveries": self.client.get("/leads/stats"), "balance": self.client.get("/usage/balance")}

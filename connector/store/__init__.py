@@ -25,11 +25,19 @@ from connector.store import alertstate, budgets, checkpoints, joblock, reports, 
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
-from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, lead_key, stored_lead_id
+from connector.store.eventlog import (
+    DEFAULT_FUTURE_TOLERANCE,
+    EventLog,
+    Recorded,
+    Screen,
+    lead_key,
+    stored_lead_id,
+)
 from connector.store.history import LeadHistory, read_history
 from connector.store.joblock import JobClaim
 from connector.store.logins import Logins
 from connector.store.people import PersonHasher
+from connector.store.privacy import StorePrivacy
 from connector.store.reports import LeadFound, SecretUse
 from connector.store.schema import (
     DEAD,
@@ -41,13 +49,14 @@ from connector.store.schema import (
     lead_state,
     rate_budgets,
 )
+from connector.store.sealing import Sealer, SealError
 from connector.store.settling import Settler
 from connector.store.speed import LeadSpeed, RouteSpeed
 from connector.store.wakeup import NOTIFY, Doorbell, Listener, listener_for
 
-__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "PersonHasher", "Recorded",
-           "SecretUse", "Store", "StoreUnavailable", "Superseded", "Verdict", "lead_key"]
-__all__ += ["LeadSpeed", "RouteSpeed"]
+__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "LeadSpeed", "PersonHasher",
+           "Recorded", "RouteSpeed", "Screen", "SealError", "SecretUse", "Store", "StoreUnavailable", "Superseded",
+           "Verdict", "lead_key"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -66,9 +75,11 @@ class Store:
                        else None)
         self._writer = WriterLock(f"{sqlite_file}.lock" if sqlite_file else None)
         self._insert = postgresql_insert if self.is_postgres else sqlite_insert
+        self.sealer = Sealer()
         self._events = EventLog(self.engine.dialect.paramstyle, future_tolerance)
-        self._claimer = Claimer(self.is_postgres)
+        self._claimer = Claimer(self.is_postgres, lambda text, what: self.sealer.open_text(text, what))
         self._settler = Settler(self.engine.dialect.paramstyle, self.is_postgres)
+        self.privacy = StorePrivacy(self)
         # What "the database is unavailable" looks like, for callers that must tell it from a bug.
         self.database_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,
                                                                  self.engine.dialect.loaded_dbapi.Error)
@@ -81,6 +92,11 @@ class Store:
     def listener(self) -> Listener | None:
         """PostgreSQL: what hears other processes' new deliveries (LISTEN/NOTIFY, see wakeup.py)."""
         return listener_for(self.engine, self.doorbell, self.database_errors) if self.is_postgres else None
+
+    def protect(self, encryption_keys: Sequence[str], screen: Screen) -> None:
+        """The privacy settings (connector.runtime): keys to seal bodies and leads with, who not to deliver."""
+        self.sealer = self._events.sealer = Sealer(encryption_keys)
+        self._events.screen = screen
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -178,7 +194,8 @@ class Store:
         return results
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The newest stored lead document per id (for a backfill deciding what it must fetch)."""
+        """The newest stored lead document per id (for a backfill deciding what it must fetch); a lead whose
+        newest event was erased counts as unknown, so a backfill never sends markers from the stored copy."""
         if not lead_ids:
             return {}
         stored = {stored_lead_id(i): i for i in lead_ids}
@@ -188,9 +205,10 @@ class Store:
         query = (sa.select(events.c.lead_id, events.c.lead_json)
                  .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
                                        events.c.occurred_at == newest.c.at))
-                 .where(events.c.source == source))
+                 .where(events.c.source == source, events.c.erased_at.is_(None)))  # erased: markers, not a lead
         with self._tx() as conn:
-            return {stored.get(row.lead_id, row.lead_id): json.loads(row.lead_json) for row in conn.execute(query)}
+            return {stored.get(row.lead_id, row.lead_id): json.loads(self.sealer.open_text(row.lead_json, "a stored lead"))
+                    for row in conn.execute(query)}
 
     def delivered_destinations(self, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
         """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
@@ -353,7 +371,7 @@ class Store:
     def status(self) -> dict[str, Any]:
         with self._tx() as conn:
             report = reports.queue(conn)
-        return {**report, "pauses": self.pauses(), "health": self.health()}
+        return {**report, "pauses": self.pauses(), "health": self.health(), "privacy": self.privacy.summary()}
 
     def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
                          limit: int | None = 50, error_codes: Sequence[str] = (), since: float | None = None,
@@ -365,11 +383,18 @@ class Store:
     def lead_history(self, lead_id: str, source: str | None = None) -> LeadHistory:
         """Every stored event of one lead, with its deliveries and their attempt history (`explain`)."""
         with self._tx() as conn:
-            return read_history(conn, lead_id, source)
+            history = read_history(conn, lead_id, source)
+        for row in history.events:
+            row["lead_json"] = self.sealer.open_text(row["lead_json"], f"event {row['id']}'s lead")
+        return history
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         with self._tx() as conn:
-            return reports.one_delivery(conn, delivery_id)
+            row = reports.one_delivery(conn, delivery_id)
+        if row is not None:
+            row["lead_json"] = self.sealer.open_text(row["lead_json"], f"event {row['event_id']}'s lead")
+            row["body"] = self.sealer.open_bytes(row["body"], f"event {row['event_id']}'s body")
+        return row
 
     def person_hasher(self) -> PersonHasher:
         """The keyed hashes events are indexed by (store/people.py), for a search or an erasure by person."""
@@ -423,6 +448,8 @@ class Store:
             stmt = stmt.where(deliveries.c.state == state)
         if destination:
             stmt = stmt.where(deliveries.c.destination == destination)
+        # an erased event holds markers, not the lead: sending it would overwrite the CRM's record with them
+        stmt = stmt.where(~sa.exists().where(events.c.id == deliveries.c.event_id, events.c.erased_at.is_not(None)))
         with self._tx() as conn:
             changed = conn.execute(stmt).rowcount
             if changed and self.is_postgres:

@@ -22,7 +22,7 @@ The cost does not depend on table statistics: due rows are read in the order of 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,8 +157,9 @@ def decide(rows: Sequence[_Row], delivered: _Delivered | None) -> tuple[_Row | N
 class Claimer:
     """The claim statements for one dialect."""
 
-    def __init__(self, postgres: bool):
+    def __init__(self, postgres: bool, open_text: Callable[[str, str], str] = lambda text, what: text):
         self.postgres = postgres
+        self.open_text = open_text  # decrypts a sealed lead (store/sealing.py)
         lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
         self.scan = sa.text(f"""
             SELECT id, lead_key, next_attempt_at FROM deliveries
@@ -242,7 +243,8 @@ class Claimer:
         for r in conn.execute(self.details, {"ids": list(by_lead)}):
             state = states.get(r.lead_key)
             claimed.append(Claimed(r.id, r.event_id, destination, r.lead_key, r.attempts, r.occurred_at,
-                                   bool(r.force), r.first_failed_at, r.source, r.event_type, json.loads(r.lead_json),
+                                   bool(r.force), r.first_failed_at, r.source, r.event_type,
+                                   json.loads(self.open_text(r.lead_json, f"event {r.event_id}'s lead")),
                                    known=state is not None, crm_id=state.crm_id if state else None,
                                    origin=r.origin))
         return Batch(claimed, superseded)

@@ -18,17 +18,48 @@ from typing import Any
 
 from connector.lead import InboundEvent
 from connector.store.people import SALT_KEY, PersonHasher
-from connector.store.schema import PENDING
+from connector.store.schema import PENDING, SKIPPED
+from connector.store.scrub import scrubber_for
+from connector.store.sealing import Sealer
 
 EVENT_COLUMNS = ("source", "event_key", "body_sha256", "event_type", "lead_id", "occurred_at", "stated_occurred_at",
                  "received_at", "origin", "deliverable", "signature_index", "lead_json", "body",
-                 "email_hash", "phone_hash")
+                 "email_hash", "phone_hash", "erased_at", "erased_why")
 DELIVERY_COLUMNS = ("event_id", "destination", "lead_key", "occurred_at", "state", "attempts", "next_attempt_at",
-                    "force", "created_at", "updated_at")
+                    "force", "created_at", "updated_at", "last_error", "last_error_code")
 EVENT_KEY_LENGTH = 400  # the events.event_key and deliveries.lead_key columns
 LEAD_ID_LENGTH = 200  # the events.lead_id column
 DEFAULT_FUTURE_TOLERANCE = 300.0  # server.event_time_tolerance's default
+TOMBSTONE_RECHECK = 5.0  # seconds: how long a receiver that saw no `forgotten` row trusts that
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@dataclass
+class Screen:
+    """People whose new leads are stored without personal data and not delivered (privacy settings).
+
+    `opt_outs`: emails and phones as written in `privacy.opt_out_file`, hashed with the database's
+    salt on first use; `refuse_forgotten`: look the person up among the `forgotten` tombstones.
+    """
+
+    opt_outs: tuple[str, ...] = ()
+    refuse_forgotten: bool = True
+    _hashes: frozenset[str] | None = None
+
+    def opted_out(self, hasher: PersonHasher, email_hash: str | None, phone_hash: str | None) -> bool:
+        if not self.opt_outs:
+            return False
+        if self._hashes is None:
+            self._hashes = frozenset(h for v in self.opt_outs for h in (hasher.email(v), hasher.phone(v)) if h)
+        return email_hash in self._hashes or phone_hash in self._hashes
+
+
+REASONS = {
+    "opted_out": "opted out: the person objected to direct marketing (privacy.opt_out_file); stored without "
+                 "personal data, not delivered",
+    "forgotten": "forgotten: the person's data was erased by `connector forget` (privacy.after_forget: refuse); "
+                 "stored without personal data, not delivered",
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +67,7 @@ class Recorded:
     event_id: int
     duplicate: bool
     deliveries: int = 0
+    skipped: str | None = None  # "opted_out" or "forgotten": stored without personal data, not delivered
 
 
 def storable(text: str, limit: int | None = None) -> str:
@@ -81,7 +113,12 @@ class EventLog:
         self.find_event = f"SELECT id FROM events WHERE source = {mark} AND (event_key = {mark} OR body_sha256 = {mark})"
         self.insert_delivery = insert("deliveries", DELIVERY_COLUMNS)
         self.read_salt = f"SELECT value FROM store_meta WHERE key = {mark}"
+        self.find_forgotten = f"SELECT 1 FROM forgotten WHERE email_hash = {mark} OR phone_hash = {mark} LIMIT 1"
+        self.any_forgotten = "SELECT 1 FROM forgotten LIMIT 1"
+        self._forgotten_seen, self._forgotten_checked = False, float("-inf")
         self._hasher: PersonHasher | None = None
+        self.sealer = Sealer()
+        self.screen = Screen(refuse_forgotten=False)
 
     def hasher(self, cursor: Any) -> PersonHasher:
         """The people lookup hasher, its salt read once from the database the migration made it in."""
@@ -106,10 +143,17 @@ class EventLog:
         if not occurred_at <= now + self.future_tolerance:  # also NaN
             occurred_at, stated = now, (occurred_at if math.isfinite(occurred_at) else None)
         lead_id = stored_lead_id(event.lead_id) if event.lead_id else event.lead_id
-        email_hash, phone_hash = self.hasher(cursor).of_lead(event.lead)
+        hasher = self.hasher(cursor)
+        email_hash, phone_hash = hasher.of_lead(event.lead)
+        blocked = self._blocked(cursor, hasher, email_hash, phone_hash)
+        lead_json, stored_body = _compact_json(event.lead), body
+        if blocked:  # kept for dedupe and explain, without the person
+            scrub = scrubber_for([event.lead])
+            lead_json, stored_body = scrub.lead_json(lead_json), scrub.body(body)
         cursor.execute(self.insert_event, (  # in EVENT_COLUMNS order
             event.source, event_key, body_sha256, storable(event.event_type), lead_id, occurred_at, stated, now,
-            event.origin, event.deliverable, signature_index, _compact_json(event.lead), body, email_hash, phone_hash))
+            event.origin, event.deliverable, signature_index, self.sealer.seal_text(lead_json),
+            self.sealer.seal_bytes(stored_body), email_hash, phone_hash, now if blocked else None, blocked))
         inserted = cursor.fetchall()  # to the end: SQLite commits only once no statement is running
         if not inserted:
             cursor.execute(self.find_event, (event.source, event_key, body_sha256))
@@ -118,7 +162,32 @@ class EventLog:
         event_id = int(inserted[0][0])
         targets = list(destinations) if event.deliverable else []
         key = lead_key(event.source, event.lead_id, event.event_key)
+        state, reason = (SKIPPED, REASONS[blocked]) if blocked else (PENDING, None)
         for name in targets:  # in DELIVERY_COLUMNS order; mostly one or two, where executemany costs more
             cursor.execute(self.insert_delivery,
-                           (event_id, name, key, occurred_at, PENDING, 0, now, False, now, now))
-        return Recorded(event_id, duplicate=False, deliveries=len(targets))
+                           (event_id, name, key, occurred_at, state, 0, now, False, now, now, reason, blocked))
+        return Recorded(event_id, duplicate=False, deliveries=len(targets), skipped=blocked)
+
+    def _blocked(self, cursor: Any, hasher: PersonHasher, email_hash: str | None,
+                 phone_hash: str | None) -> str | None:
+        """Why this person's lead must not be delivered ("opted_out", "forgotten"), or None."""
+        if email_hash is None and phone_hash is None:
+            return None
+        if self.screen.opted_out(hasher, email_hash, phone_hash):
+            return "opted_out"
+        if self.screen.refuse_forgotten and self._any_forgotten(cursor):
+            cursor.execute(self.find_forgotten, (email_hash, phone_hash))
+            if cursor.fetchall():
+                return "forgotten"
+        return None
+
+    def _any_forgotten(self, cursor: Any) -> bool:
+        """Whether any tombstone exists, asked at most every TOMBSTONE_RECHECK seconds while there is none:
+        most databases have none, and then a webhook costs no extra query (a `forget` reaches running
+        receivers within that time). Once there is one, every webhook with an email or phone looks."""
+        now = time.monotonic()
+        if not self._forgotten_seen and now - self._forgotten_checked >= TOMBSTONE_RECHECK:
+            cursor.execute(self.any_forgotten)
+            self._forgotten_seen = bool(cursor.fetchall())
+            self._forgotten_checked = now
+        return self._forgotten_seen

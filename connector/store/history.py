@@ -30,7 +30,8 @@ def read_history(conn: Connection, lead_id: str, source: str | None) -> LeadHist
     event_rows = [dict(r._mapping) for r in conn.execute(
         sa.select(events.c.id, events.c.source, events.c.event_key, events.c.event_type, events.c.lead_id,
                   events.c.occurred_at, events.c.stated_occurred_at, events.c.received_at, events.c.origin,
-                  events.c.deliverable, events.c.signature_index, events.c.lead_json)
+                  events.c.deliverable, events.c.signature_index, events.c.lead_json,
+                  events.c.erased_at, events.c.erased_why)
         .where(*where).order_by(events.c.received_at, events.c.id))]
     ids = [e["id"] for e in event_rows]
     if not ids:

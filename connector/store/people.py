@@ -47,6 +47,8 @@ def normal_phone(value: object) -> str | None:
         digits = digits[2:]
     elif digits.startswith("0"):
         digits = HOME_COUNTRY_CODE + digits[1:]
+    if digits.startswith(HOME_COUNTRY_CODE + "0"):  # `+27 (0)82 ...`: the trunk 0 written after the country code
+        digits = HOME_COUNTRY_CODE + digits[len(HOME_COUNTRY_CODE) + 1:]
     return digits if len(digits) >= 7 else None
 
 

@@ -14,6 +14,7 @@
 - `scheduled_jobs`: per job the worker runs on a schedule, when it is next due and who runs it now.
 - `console_logins`: wrong console passwords per client and in all, and lockouts (store/logins.py).
 - `rate_budgets`: per API key (hashed), the requests it may still send, shared by every process.
+- `forgotten`: tombstones of people erased by `connector forget`: their keyed hashes, when, why; no personal data.
 
 Changes go through a new Alembic revision in `migrations/versions/`.
 """
@@ -59,6 +60,9 @@ events = Table(
     Column("body", LargeBinary),
     Column("email_hash", String(64)),  # keyed hashes of the person (store/people.py): lookup without the value
     Column("phone_hash", String(64)),
+    # Set when the event's personal data was replaced by markers (forget, retention, opt-out): it cannot be replayed.
+    Column("erased_at", Float),
+    Column("erased_why", String(40)),
     UniqueConstraint("source", "event_key", name="uq_events_source_key"),
     UniqueConstraint("source", "body_sha256", name="uq_events_source_body"),
     Index("ix_events_source_lead", "source", "lead_id"),
@@ -218,4 +222,16 @@ rate_budgets = Table(
     Column("version", Integer, nullable=False),  # compare and set: a change applies only to the version read
     Column("state", Text, nullable=False),  # JSON: windows, grants, foreign use, hold (connector.pacing)
     Column("updated_at", Float, nullable=False),
+)
+
+forgotten = Table(
+    "forgotten", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_hash", String(64)),  # keyed as events.email_hash (store/people.py)
+    Column("phone_hash", String(64)),
+    Column("erased_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),  # the operator's words, redacted
+    Column("erased", Text, nullable=False),  # JSON: per place, how many rows were erased
+    Index("ix_forgotten_email_hash", "email_hash"),
+    Index("ix_forgotten_phone_hash", "phone_hash"),
 )

@@ -72,8 +72,10 @@ def receive(source: str) -> Any:
         return jsonify(status="duplicate", event_id=recorded.event_id)
     metrics.RECEIVED.labels(source).inc()
     status = "accepted" if event.deliverable else "ignored"
-    log.info("webhook %s %s for %s: %s as event %s, %d deliveries (secret #%d)", source, event.event_type,
-             event.lead_id, status, recorded.event_id, recorded.deliveries, secret_index + 1,
+    log.info("webhook %s %s for %s: %s as event %s, %d deliveries%s (secret #%d)", source, event.event_type,
+             event.lead_id, status, recorded.event_id, recorded.deliveries,
+             f" skipped ({recorded.skipped}: stored without personal data)" if recorded.skipped else "",
+             secret_index + 1,
              extra={"source": source, "event_type": event.event_type, "lead_id": event.lead_id,
                     "event_id": recorded.event_id, "outcome": status})
     return jsonify(status=status, event_id=recorded.event_id, deliveries=recorded.deliveries)

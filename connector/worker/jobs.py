@@ -3,6 +3,8 @@
 - `reconcile:<source>`: for each source with `reconcile: {every, window, grace}`, a reconcile run
   (connector.backfill.reconcile) over the window.
 - `prune`: `db prune` every `worker.prune_every` (events older than `server.dedupe_days`).
+- `retention`: once a day, personal data past `privacy.keep_personal_data` / `keep_dead_letters`
+  replaced by markers (connector.privacy.retention; POPIA s14).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from functools import partial
 
 from connector.backfill.reconcile import Reconcile
 from connector.config import ReconcileConfig
+from connector.privacy.retention import apply_retention
 from connector.runtime import Runtime
 from connector.worker.schedule import Job
+
+RETENTION_EVERY = 86400.0
 
 
 def scheduled_jobs(runtime: Runtime) -> list[Job]:
@@ -21,6 +26,7 @@ def scheduled_jobs(runtime: Runtime) -> list[Job]:
             for name, source in config.sources.items() if source.reconcile is not None]
     if config.worker.prune_every:
         jobs.append(Job("prune", config.worker.prune_every, partial(prune, runtime)))
+    jobs.append(Job("retention", RETENTION_EVERY, partial(retention, runtime)))
     return jobs
 
 
@@ -40,3 +46,9 @@ def prune(runtime: Runtime) -> str:
     days = runtime.config.server.dedupe_days
     removed = runtime.store.prune(days * 86400)
     return f"removed {removed} events older than {days} days"
+
+
+def retention(runtime: Runtime) -> str:
+    report = apply_retention(runtime)
+    places = ", ".join(f"{place}: {n}" for place, n in report.places.items() if n)
+    return f"personal data of {report.events} events replaced by markers" + (f" ({places})" if places else "")
