@@ -137,13 +137,15 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def write_config(folder: Path, database_url: str, crm_url: str, **worker: Any) -> Path:
-    """One Leaditio source routed to the HTTP CRM with the shipped mapping; `worker` settings on top."""
+def write_config(folder: Path, database_url: str, crm_url: str, *, crm: dict[str, Any] | None = None,
+                 **worker: Any) -> Path:
+    """One Leaditio source routed to the HTTP CRM with the shipped mapping; `crm` and `worker` settings on top."""
     config = {
         "database": {"url": database_url},
         "worker": worker,
         "sources": {"leaditio": {"marketplace": "leaditio", "secrets": ["${BENCH_SECRET}"]}},
-        "destinations": {"crm": {"type": "http", "url": crm_url, "mapping": str(ROOT / "mappings" / "file.yaml")}},
+        "destinations": {"crm": {"type": "http", "url": crm_url, "mapping": str(ROOT / "mappings" / "file.yaml"),
+                                 **(crm or {})}},
         "routes": [{"source": "leaditio", "destination": "crm"}],
     }
     path = folder / "config.yaml"
