@@ -14,21 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
-from connector import yamlfile
+from connector import config_checks, yamlfile
+from connector.config_checks import MIN_SECRET_LENGTH
 from connector.durations import DURATION, seconds
 from connector.errors import ConfigError
 from connector.lead import get_path
 from connector.privacy.settings import PrivacyConfig
 
 DEFAULT_CONFIG = "config.yaml"
-MIN_SECRET_LENGTH = 16
-MIN_CONSOLE_PASSWORD = 12
 # Variables read by default when the file names none (e.g. LEADITIO_API_KEY): their values are secret too.
 _SECRET_VARIABLE = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|PRIVATE_KEY)S?(_[A-Z0-9]+)?$")
-_DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
 
 
 class Strict(BaseModel):
@@ -351,95 +347,14 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     if from_env:
         config.database.url = env_map["DATABASE_URL"]
     config.database.url = database_url(config.database.url)
-    _check_database_url(doc, config.database.url, from_env)
+    config_checks.check_database_url(doc, config.database.url, from_env)
     if config.database.url.startswith("sqlite:///") and not config.database.url.startswith("sqlite:////"):
         relative = config.database.url[len("sqlite:///"):]
         if relative and relative != ":memory:":
             config.database.url = "sqlite:///" + str(config.resolve(relative))
-    _check_references(doc, config)
-    _check_privacy(doc, config)
+    config_checks.check_references(doc, config)
+    config_checks.check_privacy(doc, config)
     return config
-
-
-def _check_privacy(doc: yamlfile.YamlDocument, config: Config) -> None:
-    """Encryption keys that Fernet cannot use, and erasure settings for destinations that do not exist."""
-    from cryptography.fernet import (
-        Fernet,  # only when a key is set: the webhook path never needs it otherwise
-    )
-
-    for index, key in enumerate(config.privacy.encryption_keys):
-        value = key.get_secret_value()
-        if not value:
-            continue
-        try:
-            Fernet(value.encode())
-        except (ValueError, TypeError):
-            names = doc.variables.get(("privacy", "encryption_keys", index))
-            where = f"the key in {', '.join(names)}" if names else "the key"
-            raise doc.error(("privacy", "encryption_keys", index),
-                            f"{where} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
-                            "`connector db new-key`") from None
-    for name in config.privacy.erase:
-        if name not in config.destinations:
-            raise doc.error(("privacy", "erase", name), f"no destination named '{name}'"
-                            f"{yamlfile.did_you_mean(name, config.destinations)}")
-
-
-def _check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
-    """Secrets and route names; each kind's own settings are checked by connector.runtime."""
-    console = config.console
-    if console.password and len(console.password) < MIN_CONSOLE_PASSWORD:
-        raise doc.error(("console", "password_env"), f"the password in {console.password_env} is "
-                        f"{len(console.password)} characters long; the console needs at least {MIN_CONSOLE_PASSWORD} "
-                        "(or unset it to keep the console off)")
-    for name, src in config.sources.items():
-        if not src.secret_values():
-            raise doc.error(("sources", name, "secrets"),
-                            "needs at least one webhook secret, e.g. - ${LEADITIO_WEBHOOK_SECRET}")
-        for index, secret in enumerate(src.secrets):
-            _check_webhook_secret(doc, ("sources", name, "secrets", index), secret.get_secret_value())
-    for index, route in enumerate(config.routes):
-        if route.source not in config.sources:
-            raise doc.error(("routes", index, "source"), f"no source named '{route.source}'"
-                            f"{yamlfile.did_you_mean(route.source, config.sources)}")
-        if route.destination not in config.destinations:
-            raise doc.error(("routes", index, "destination"), f"no destination named '{route.destination}'"
-                            f"{yamlfile.did_you_mean(route.destination, config.destinations)}")
-
-
-def _check_webhook_secret(doc: yamlfile.YamlDocument, loc: yamlfile.Loc, value: str) -> None:
-    """A short secret can be guessed; whitespace around one (a trailing newline pasted into the
-    variable) makes every correctly signed webhook fail. The message names the variable, never the value."""
-    if not value:  # an optional variable left empty, e.g. the previous secret once rotation is over
-        return
-    names = doc.variables.get(loc)
-    where = f"the secret in {', '.join(names)}" if names else "the secret"
-    if value != value.strip():
-        raise doc.error(loc, f"{where} starts or ends with whitespace (a pasted newline?): the marketplace "
-                             "signs without it, so every webhook would be refused; set it again without")
-    if len(value) < MIN_SECRET_LENGTH:
-        raise doc.error(loc, f"{where} is {len(value)} characters long; a webhook secret needs at least "
-                             f"{MIN_SECRET_LENGTH} (use the one the marketplace generated)")
-
-
-def _check_database_url(doc: yamlfile.YamlDocument, url: str, from_env: bool) -> None:
-    """Only SQLite and PostgreSQL are supported; say so before SQLAlchemy fails with a traceback."""
-    def problem(message: str) -> ConfigError:
-        if from_env:
-            return ConfigError(f"DATABASE_URL: {message}")
-        return doc.error(("database", "url"), message)
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise problem("not a database URL; write sqlite:///connector.db or "
-                      "postgresql://user:password@host:5432/name") from None
-    backend = parsed.get_backend_name()
-    if backend not in _DATABASES:
-        raise problem(f"'{backend}' databases are not supported: use sqlite:///... or postgresql://...")
-    if parsed.get_driver_name() not in (_DATABASES[backend], "pysqlite"):
-        raise problem(f"the {parsed.get_driver_name()} driver is not installed: write {backend}://... "
-                      "and the connector picks its driver")
 
 
 def alert_url_secrets(urls: list[str]) -> list[str]:

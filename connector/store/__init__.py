@@ -7,12 +7,10 @@ can run, and a killed worker's batch is taken up again once its lease runs out.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,43 +19,39 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from connector.lead import InboundEvent
-from connector.store import alertstate, budgets, checkpoints, joblock, reports, runs, speed
+from connector.store import (
+    alertstate,
+    budgets,
+    checkpoints,
+    joblock,
+    known,
+    lookups,
+    migrate,
+    outages,
+    reconciles,
+    replay,
+)
 from connector.store.alertstate import Backlog, DeadLetters
 from connector.store.claiming import Batch, Claimed, Claimer, Superseded, Verdict
 from connector.store.engine import GroupCommit, WriterLock, make_engine
-from connector.store.eventlog import (
-    DEFAULT_FUTURE_TOLERANCE,
-    EventLog,
-    Recorded,
-    Screen,
-    lead_key,
-    stored_lead_id,
-)
-from connector.store.history import LeadHistory, read_history
+from connector.store.eventlog import DEFAULT_FUTURE_TOLERANCE, EventLog, Recorded, Screen, lead_key
+from connector.store.history import LeadHistory
 from connector.store.joblock import JobClaim
 from connector.store.logins import Logins
+from connector.store.migrate import MIGRATIONS
 from connector.store.people import PersonHasher
 from connector.store.privacy import StorePrivacy
 from connector.store.reports import LeadFound, SecretUse
-from connector.store.schema import (
-    DEAD,
-    PENDING,
-    deliveries,
-    destination_health,
-    destination_pauses,
-    events,
-    lead_state,
-    rate_budgets,
-)
+from connector.store.schema import DEAD, PENDING, deliveries, events, lead_state, rate_budgets
 from connector.store.sealing import Sealer, SealError
 from connector.store.settling import Settler
 from connector.store.speed import LeadSpeed, RouteSpeed
 from connector.store.wakeup import NOTIFY, Doorbell, Listener, listener_for
 
-__all__ = ["Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "LeadSpeed", "PersonHasher",
+__all__ = ["MIGRATIONS", "Backlog", "Batch", "Claimed", "DeadLetters", "JobClaim", "LeadFound", "LeadHistory", "LeadSpeed",
+           "PersonHasher",
            "Recorded", "RouteSpeed", "Screen", "SealError", "SecretUse", "Store", "StoreUnavailable", "Superseded",
            "Verdict", "lead_key"]
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class StoreUnavailable(Exception):
@@ -107,23 +101,7 @@ class Store:
     # --- schema -----------------------------------------------------------------------
     def upgrade(self) -> str:
         """Bring the database to the newest schema (`connector db upgrade`); returns the revision."""
-        # Alembic (and Mako under it) only for this command: the receiver and worker never load it.
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
-        from alembic.runtime.migration import MigrationContext
-
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.connect() as conn:
-            if self.is_postgres:  # one release at a time, however many dynos start together
-                conn.exec_driver_sql("SELECT pg_advisory_lock(472001)")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            revision = MigrationContext.configure(conn).get_current_revision()
-            if self.is_postgres:
-                conn.exec_driver_sql("SELECT pg_advisory_unlock(472001)")
-            conn.commit()
-        return revision or "none"
+        return migrate.upgrade(self.engine, self.is_postgres)
 
     def ping(self) -> bool:
         try:
@@ -194,35 +172,18 @@ class Store:
         return results
 
     def known_leads(self, source: str, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The newest stored lead document per id (for a backfill deciding what it must fetch); a lead whose
-        newest event was erased counts as unknown, so a backfill never sends markers from the stored copy."""
+        """The newest stored lead document per id, erased ones unknown (store/known.py)."""
         if not lead_ids:
             return {}
-        stored = {stored_lead_id(i): i for i in lead_ids}
-        newest = (sa.select(events.c.lead_id, sa.func.max(events.c.occurred_at).label("at"))
-                  .where(events.c.source == source, events.c.lead_id.in_(list(stored)))
-                  .group_by(events.c.lead_id).subquery())
-        query = (sa.select(events.c.lead_id, events.c.lead_json)
-                 .join(newest, sa.and_(events.c.lead_id == newest.c.lead_id,
-                                       events.c.occurred_at == newest.c.at))
-                 .where(events.c.source == source, events.c.erased_at.is_(None)))  # erased: markers, not a lead
         with self._tx() as conn:
-            return {stored.get(row.lead_id, row.lead_id): json.loads(self.sealer.open_text(row.lead_json, "a stored lead"))
-                    for row in conn.execute(query)}
+            return known.known_leads(conn, self.sealer, source, lead_ids)
 
     def delivered_destinations(self, source: str, lead_ids: Sequence[str]) -> dict[str, set[str]]:
-        """Per lead id, the destinations any event of it was queued to (whatever became of the delivery)."""
+        """Per lead id, the destinations any event of it was queued to (store/known.py)."""
         if not lead_ids:
             return {}
-        stored = {stored_lead_id(i): i for i in lead_ids}
-        query = (sa.select(events.c.lead_id, deliveries.c.destination).distinct()
-                 .join(deliveries, deliveries.c.event_id == events.c.id)
-                 .where(events.c.source == source, events.c.lead_id.in_(list(stored))))
-        out: dict[str, set[str]] = {}
         with self._tx() as conn:
-            for row in conn.execute(query):
-                out.setdefault(stored.get(row.lead_id, row.lead_id), set()).add(row.destination)
-        return out
+            return known.delivered_destinations(conn, source, lead_ids)
 
     # --- out: claiming and settling deliveries ----------------------------------------
     def claim(self, destination: str, limit: int, owner: str, lease: float) -> Batch:
@@ -279,55 +240,36 @@ class Store:
                          .values(lease_owner=None, lease_until=None, next_attempt_at=next_attempt_at,
                                  updated_at=time.time()))
 
-    # --- pauses -------------------------------------------------------------------------
+    # --- pauses and health: destinations held back (store/outages.py) -------------------
     def pause(self, destination: str, until: float, kind: str, reason: str) -> None:
-        stmt = self._insert(destination_pauses).values(destination=destination, until=until, kind=kind,
-                                                       reason=reason, updated_at=time.time())
         with self._tx() as conn:
-            conn.execute(stmt.on_conflict_do_update(index_elements=[destination_pauses.c.destination],
-                                                    set_={"until": until, "kind": kind, "reason": reason,
-                                                          "updated_at": stmt.excluded.updated_at}))
+            outages.pause(conn, self._insert, destination, until, kind, reason)
 
     def unpause(self, destination: str) -> None:
         with self._tx() as conn:
-            conn.execute(destination_pauses.delete().where(destination_pauses.c.destination == destination))
+            outages.unpause(conn, destination)
 
     def pauses(self) -> dict[str, dict[str, Any]]:
         with self._tx() as conn:
-            return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_pauses))}
+            return outages.pauses(conn)
 
-    # --- health: a destination whose deliveries keep failing ----------------------------
     def record_failures(self, destination: str, count: int, error: str, next_try: float | None) -> dict[str, Any]:
         """Add `count` transient failures in a row (`error`: the last, already redacted); returns the health row."""
-        now = time.time()
-        stmt = self._insert(destination_health).values(destination=destination, failing_since=now, failures=count,
-                                                       last_error=error[:2000], next_try=next_try, updated_at=now)
         with self._tx() as conn:
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[destination_health.c.destination],
-                set_={"failures": destination_health.c.failures + stmt.excluded.failures,
-                      "last_error": stmt.excluded.last_error, "next_try": stmt.excluded.next_try,
-                      "updated_at": stmt.excluded.updated_at}))
-            row = conn.execute(sa.select(destination_health)
-                               .where(destination_health.c.destination == destination)).one()
-            return dict(row._mapping)
+            return outages.record_failures(conn, self._insert, destination, count, error, next_try)
 
     def set_next_try(self, destination: str, next_try: float) -> None:
         with self._tx() as conn:
-            conn.execute(destination_health.update().where(destination_health.c.destination == destination)
-                         .values(next_try=next_try))
+            outages.set_next_try(conn, destination, next_try)
 
     def record_success(self, destination: str) -> bool:
         """The destination answered: forget its failures and any outage pause. True if it was failing."""
         with self._tx() as conn:
-            conn.execute(destination_pauses.delete().where(destination_pauses.c.destination == destination,
-                                                           destination_pauses.c.kind == "outage"))
-            return conn.execute(destination_health.delete()
-                                .where(destination_health.c.destination == destination)).rowcount > 0
+            return outages.record_success(conn, destination)
 
     def health(self) -> dict[str, dict[str, Any]]:
         with self._tx() as conn:
-            return {r.destination: dict(r._mapping) for r in conn.execute(sa.select(destination_health))}
+            return outages.health(conn)
 
     # --- rate budgets shared by every process (connector.pacing) --------------------------
     def change_budget(self, key: str, label: str, step: budgets.Step) -> Any:
@@ -367,91 +309,32 @@ class Store:
         with self._tx() as conn:
             return alertstate.dead_letters(conn, since, until)
 
-    # --- operations: status, dead letters, replay ----------------------------------------
-    def status(self) -> dict[str, Any]:
-        with self._tx() as conn:
-            report = reports.queue(conn)
-        return {**report, "pauses": self.pauses(), "health": self.health(), "privacy": self.privacy.summary()}
-
-    def deliveries_query(self, *, state: str | None = None, destination: str | None = None,
-                         limit: int | None = 50, error_codes: Sequence[str] = (), since: float | None = None,
-                         until: float | None = None) -> list[dict[str, Any]]:
-        with self._tx() as conn:
-            return reports.deliveries_matching(conn, state=state, destination=destination, limit=limit,
-                                               error_codes=error_codes, since=since, until=until)
-
-    def lead_history(self, lead_id: str, source: str | None = None) -> LeadHistory:
-        """Every stored event of one lead, with its deliveries and their attempt history (`explain`)."""
-        with self._tx() as conn:
-            history = read_history(conn, lead_id, source)
-        for row in history.events:
-            row["lead_json"] = self.sealer.open_text(row["lead_json"], f"event {row['id']}'s lead")
-        return history
-
-    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        with self._tx() as conn:
-            row = reports.one_delivery(conn, delivery_id)
-        if row is not None:
-            row["lead_json"] = self.sealer.open_text(row["lead_json"], f"event {row['event_id']}'s lead")
-            row["body"] = self.sealer.open_bytes(row["body"], f"event {row['event_id']}'s body")
-        return row
+    # --- operations: what operators read (store/lookups.py), dead letters, replay ------------
+    status = lookups.status
+    deliveries_query = lookups.deliveries_query
+    lead_history = lookups.lead_history
+    delivery = lookups.delivery
+    find_leads = lookups.find_leads
+    recent_leads = lookups.recent_leads
+    secret_usage = lookups.secret_usage
+    speed_by_route = lookups.speed_by_route
+    speed_recent = lookups.speed_recent
 
     def person_hasher(self) -> PersonHasher:
         """The keyed hashes events are indexed by (store/people.py), for a search or an erasure by person."""
         with self._tx() as conn:
             return self._events.hasher(conn.connection.cursor())
 
-    def find_leads(self, *, lead_id: str | None = None, email: str | None = None, phone: str | None = None,
-                   limit: int = 50) -> list[LeadFound]:
-        """Leads with this id, email or phone (any format the phone normalises from), newest first."""
-        hasher = self.person_hasher()
-        with self._tx() as conn:
-            return reports.leads_matching(conn, lead_id=stored_lead_id(lead_id) if lead_id else None,
-                                          email_hash=hasher.email(email), phone_hash=hasher.phone(phone), limit=limit)
-
-    def recent_leads(self, limit: int = 50) -> list[LeadFound]:
-        """The leads that last received an event, newest first (the console's lead list)."""
-        with self._tx() as conn:
-            return reports.recent_leads(conn, limit)
-
     def logins(self) -> Logins:
         """The console's failed-login counts, lockouts and signing key (store/logins.py)."""
         return Logins(self._tx, self._insert)
 
-    def secret_usage(self, window: float = 48 * 3600) -> dict[tuple[str, int], SecretUse]:
-        """Per (source, secret index): last use among kept events and uses in the last `window` seconds."""
-        with self._tx() as conn:
-            return reports.secret_usage(conn, time.time() - window)
-
-    # --- speed to lead (the console; `explain` reads it with the lead's history) ------------
-    def speed_by_route(self, now: float | None = None, window: float = 86400) -> list[RouteSpeed]:
-        """Per route, how fast new leads reached the CRM in the last `window` seconds (median, p90)."""
-        now = time.time() if now is None else now
-        with self._tx() as conn:
-            return speed.by_route(conn, now - window, now + 1)
-
-    def speed_recent(self, now: float | None = None, window: float = 86400, limit: int = 50) -> list[LeadSpeed]:
-        """New leads' first deliveries of the last `window` seconds, newest first, with their speed."""
-        now = time.time() if now is None else now
-        with self._tx() as conn:
-            return speed.recent(conn, now - window, now + 1, limit)
-
     def requeue(self, *, delivery_ids: Sequence[int] | None = None, state: str | None = None,
                 destination: str | None = None, force: bool = False) -> int:
-        """Make deliveries due now with a fresh attempt count (dead-letter retry and replay)."""
-        now = time.time()
-        stmt = deliveries.update().values(state=PENDING, attempts=0, next_attempt_at=now, first_failed_at=None,
-                                          lease_owner=None, lease_until=None, force=force, updated_at=now)
-        if delivery_ids is not None:
-            stmt = stmt.where(deliveries.c.id.in_(list(delivery_ids)))
-        if state:
-            stmt = stmt.where(deliveries.c.state == state)
-        if destination:
-            stmt = stmt.where(deliveries.c.destination == destination)
-        # an erased event holds markers, not the lead: sending it would overwrite the CRM's record with them
-        stmt = stmt.where(~sa.exists().where(events.c.id == deliveries.c.event_id, events.c.erased_at.is_not(None)))
+        """Make deliveries due now with a fresh attempt count (dead-letter retry and replay; store/replay.py)."""
         with self._tx() as conn:
-            changed = conn.execute(stmt).rowcount
+            changed = replay.requeue(conn, delivery_ids=delivery_ids, state=state, destination=destination,
+                                     force=force)
             if changed and self.is_postgres:
                 conn.exec_driver_sql(NOTIFY)
         if changed:
@@ -462,17 +345,7 @@ class Store:
                    destination: str | None = None) -> list[int]:
         """Delivery ids to re-send: those of one event, or of a lead's newest event."""
         with self._tx() as conn:
-            if event_id is None:
-                event_id = conn.execute(
-                    sa.select(events.c.id).where(events.c.lead_id == stored_lead_id(lead_id or ""), events.c.deliverable.is_(True),
-                                                 *([events.c.source == source] if source else []))
-                    .order_by(events.c.occurred_at.desc(), events.c.id.desc()).limit(1)).scalar()
-                if event_id is None:
-                    return []
-            query = sa.select(deliveries.c.id).where(deliveries.c.event_id == event_id)
-            if destination:
-                query = query.where(deliveries.c.destination == destination)
-            return [r[0] for r in conn.execute(query)]
+            return replay.replay_ids(conn, event_id=event_id, source=source, lead_id=lead_id, destination=destination)
 
     def prune(self, older_than: float) -> int:
         """Forget finished events older than `older_than` seconds (never pending or dead ones)."""
@@ -501,33 +374,14 @@ class Store:
         with self._tx() as conn:
             checkpoints.delete(conn, source, job_key)
 
-    # --- reconcile runs and scheduled jobs (store/runs.py, store/joblock.py) ---------------
-    def start_reconcile_run(self, source: str, trigger: str, window_from: float, window_to: float) -> int:
-        with self._tx() as conn:
-            return runs.start_run(conn, source, trigger, window_from, window_to)
-
-    def finish_reconcile_run(self, run_id: int, **outcome: Any) -> None:
-        """`outcome`: listed, missing, recovered, state, error (redacted), summary, missing_ids."""
-        with self._tx() as conn:
-            runs.finish_run(conn, run_id, **outcome)
-
-    def reconcile_runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest reconcile runs first (of one source, or all): for `status`, alerts and a console."""
-        with self._tx() as conn:
-            return runs.recent_runs(conn, source, limit)
-
-    def latest_reconcile_runs(self, finished: bool = False) -> dict[str, dict[str, Any]]:
-        with self._tx() as conn:
-            return runs.latest_runs(conn, finished)
-
-    def reconcile_recovered_totals(self) -> dict[str, int]:
-        with self._tx() as conn:
-            return runs.recovered_totals(conn)
+    # --- reconcile runs and scheduled jobs (store/reconciles.py, store/joblock.py) ---------
+    start_reconcile_run = reconciles.start_reconcile_run
+    finish_reconcile_run = reconciles.finish_reconcile_run
+    reconcile_runs = reconciles.reconcile_runs
+    latest_reconcile_runs = reconciles.latest_reconcile_runs
+    reconcile_recovered_totals = reconciles.reconcile_recovered_totals
+    scheduled_jobs = reconciles.scheduled_jobs
 
     def take_job(self, job: str, owner: str, lease: float) -> JobClaim | None:
         """Scheduled job `job`, if it is due and no other process runs it (see store/joblock.py)."""
         return joblock.take(self.engine, self._tx, self._insert, self.is_postgres, job, owner, lease)
-
-    def scheduled_jobs(self) -> dict[str, dict[str, Any]]:
-        with self._tx() as conn:
-            return runs.jobs(conn)

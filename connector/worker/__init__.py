@@ -27,7 +27,6 @@ from connector.errors import (
     Permanent,
     RateLimited,
     Retryable,
-    Skip,
 )
 from connector.lead import mapping_input
 from connector.mapping import Mapping
@@ -36,11 +35,13 @@ from connector.notify import Landed
 from connector.records import MappedRecord, OutboundRecord, Outcome, field_decisions
 from connector.runtime import Runtime
 from connector.store import Claimed, Verdict
-from connector.store.schema import DEAD, DELIVERED, PENDING, SKIPPED, STALE
+from connector.store.schema import DELIVERED, PENDING, STALE
 from connector.store.wakeup import watch
-from connector.timeutil import iso, parse_iso
+from connector.timeutil import iso
+from connector.worker import verdicts
 from connector.worker.jobs import scheduled_jobs
 from connector.worker.schedule import Scheduler
+from connector.worker.verdicts import written
 
 log = logging.getLogger("connector.worker")
 OUTAGE = "outage"  # the pause kind of a destination whose deliveries keep failing (the circuit breaker)
@@ -232,39 +233,12 @@ class Worker:
                          f"{health['failures']} failures in a row; probing with one delivery; last: {last}")
         self.store.set_next_try(name, time.time() + wait)
 
-    # --- verdicts ---------------------------------------------------------------------
+    # --- verdicts (verdicts.py) -------------------------------------------------------
     def _failed(self, item: Claimed, error: ConnectorError | None) -> Verdict:
-        assert error is not None
-        if isinstance(error, Skip):
-            return self._verdict(item, SKIPPED, error=error.describe(), code=error.code)
-        if isinstance(error, Retryable):
-            now = time.time()
-            first = item.first_failed_at or now
-            attempts = item.attempts + 1
-            if now - first >= self.config.worker.retry_horizon:
-                return self._verdict(item, DEAD, error=f"gave up after {attempts} attempts: {error.describe()}",
-                                     code=error.code, attempts=attempts, first_failed_at=first)
-            wait = backoff(attempts, self.config.worker.backoff_base, self.config.worker.backoff_max)
-            if error.retry_after is not None:
-                wait = max(error.retry_after, 0.0)
-            return self._verdict(item, PENDING, error=error.describe(), code=error.code, attempts=attempts,
-                                 first_failed_at=first, next_attempt_at=now + wait)
-        return self._verdict(item, DEAD, error=error.describe(), code=error.code, attempts=item.attempts + 1)
+        return verdicts.failed(item, error, self.config.worker, self.redactor)
 
-    def _verdict(self, item: Claimed, state: str, *, error: str | None = None, code: str | None = None,
-                 **extra: Any) -> Verdict:
-        DELIVERY_OUTCOMES.labels(item.destination, "retry" if state == PENDING else state).inc()
-        log.log(logging.INFO if state in (DELIVERED, SKIPPED, STALE) else logging.WARNING,
-                "delivery %s of %s (%s) to %s: %s%s", item.delivery_id, item.lead_key, item.event_type,
-                item.destination, state if state != PENDING else "will retry", f": {error}" if error else "",
-                extra={"delivery_id": item.delivery_id, "event_id": item.event_id, "lead_key": item.lead_key,
-                       "event_type": item.event_type, "destination": item.destination,
-                       "outcome": "retry" if state == PENDING else state})
-        if error is None:
-            return Verdict(item, state, **extra)
-        # stored, and shown by `status` and `deadletters`: no secret, email or phone
-        return Verdict(item, state, last_error=self.redactor(error)[:4000], last_error_code=(code or "")[:100] or None,
-                       **extra)
+    def _verdict(self, item: Claimed, state: str, **extra: Any) -> Verdict:
+        return verdicts.verdict(item, state, self.redactor, **extra)
 
     def _pause_for(self, name: str, error: ConnectorError) -> None:
         if isinstance(error, RateLimited):
@@ -368,17 +342,6 @@ class Worker:
     def close(self) -> None:
         for destination in self._destinations.values():
             destination.close()
-
-
-def written(item: Claimed, now: float | None = None) -> dict[str, float]:
-    """When the CRM took `item`, and for a lead's first delivery to the destination its speed to lead: from
-    the marketplace's delivery (the lead's `delivered_at`, else the event time) to now, never below 0."""
-    now = time.time() if now is None else now
-    if item.known:
-        return {"written_at": now}
-    delivered = item.lead.get("delivered_at")
-    start = parse_iso(delivered) if isinstance(delivered, str) else None
-    return {"written_at": now, "speed_to_lead": max(0.0, now - (item.occurred_at if start is None else start))}
 
 
 def run_workers(runtime: Runtime, threads: int, stop: threading.Event) -> list[threading.Thread]:

@@ -6,10 +6,9 @@ import contextlib
 import json
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -17,8 +16,9 @@ from urllib3.util.retry import Retry
 
 from connector.apiclient import Counters
 from connector.destinations.base import Destination
+from connector.destinations.hubspot import batch, schema, setup
 from connector.destinations.hubspot import errors as answers
-from connector.destinations.hubspot import schema, setup
+from connector.destinations.hubspot.batch import Item
 from connector.destinations.hubspot.links import RecordLinks
 from connector.destinations.hubspot.pacing import TokenBudget
 from connector.destinations.hubspot.settings import Settings
@@ -36,18 +36,6 @@ from connector.records import OutboundRecord, Outcome, UpdatePolicy
 log = logging.getLogger(__name__)
 
 MAX_EXTRA_CALLS = 20  # resends within one send() while isolating refused records
-
-# --- one lead on its way --------------------------------------------------------------------
-@dataclass
-class _Item:
-    record: OutboundRecord
-    key: str  # the id property's value, as HubSpot compares it
-    properties: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def trace(self) -> str:
-        return str(self.record.delivery_id)
-
 
 class _Refused(Exception):
     """HubSpot refused a whole request (4xx other than 429): the caller decides what it means."""
@@ -177,7 +165,7 @@ class HubSpotDestination(Destination):
     def send(self, records: list[OutboundRecord]) -> list[Outcome]:
         self._background = all(record.background for record in records)
         outcomes: dict[int, Outcome] = {}
-        items: list[_Item] = []
+        items: list[Item] = []
         seen: set[str] = set()
         id_property = self.settings.id_property
         for record in records:
@@ -192,7 +180,7 @@ class HubSpotDestination(Destination):
                     retry_after=1.0, code="DUPLICATE_ID_IN_BATCH", field=id_property))
             else:
                 seen.add(key)
-                items.append(_Item(record, key))
+                items.append(Item(record, key))
         if not items:
             return list(outcomes.values())
         try:
@@ -225,7 +213,7 @@ class HubSpotDestination(Destination):
             return self.settings.match_existing
         return self.settings.id_property == "email"
 
-    def _looked_up(self, item: _Item) -> bool:
+    def _looked_up(self, item: Item) -> bool:
         """Whether this record's current values in HubSpot change what we write."""
         record = item.record
         present = [record.policies.get(n, UpdatePolicy.always) for n in record.values
@@ -234,7 +222,7 @@ class HubSpotDestination(Destination):
             return UpdatePolicy.if_empty in present
         return self._match_existing() and any(p in (UpdatePolicy.if_empty, UpdatePolicy.on_create) for p in present)
 
-    def _existing(self, items: list[_Item]) -> dict[str, dict[str, Any]] | None:
+    def _existing(self, items: list[Item]) -> dict[str, dict[str, Any]] | None:
         """One batch read of the records whose current values matter; key -> properties ({} if absent)."""
         wanted = [item for item in items if self._looked_up(item)]
         if not wanted:
@@ -262,10 +250,10 @@ class HubSpotDestination(Destination):
                     found[key] = {**properties, "hs_object_id": result.id}
         return found
 
-    def _deliver(self, items: list[_Item], *, answered_before: bool) -> dict[int, Outcome]:
+    def _deliver(self, items: list[Item], *, answered_before: bool) -> dict[int, Outcome]:
         """Upsert in as few calls as HubSpot allows; isolate records it refuses and resend the rest."""
         outcomes: dict[int, Outcome] = {}
-        queue: list[list[_Item]] = [items[i:i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+        queue: list[list[Item]] = [items[i:i + self.max_batch] for i in range(0, len(items), self.max_batch)]
         calls_left = len(queue) + min(MAX_EXTRA_CALLS, 2 * math.ceil(math.log2(len(items) + 1)) + 4)
         while queue:
             group = queue.pop(0)
@@ -278,12 +266,12 @@ class HubSpotDestination(Destination):
             calls_left -= 1
             try:
                 data, status = self._upsert(group)
-                outcomes.update(self._results(data, status, group))
+                outcomes.update(batch.results(data, status, group, self._key, self.settings.id_property))
             except (_Refused, ConnectorError) as exc:
                 try:
                     if not isinstance(exc, _Refused):
                         raise exc
-                    queue += self._isolate(exc.error, group, outcomes)
+                    queue += batch.isolate(exc.error, group, outcomes)
                     continue
                 except ConnectorError as failure:  # the whole request failed: so will the rest
                     if not outcomes and not answered_before:
@@ -293,7 +281,7 @@ class HubSpotDestination(Destination):
                     break
         return outcomes
 
-    def _upsert(self, group: list[_Item]) -> tuple[Any, int]:
+    def _upsert(self, group: list[Item]) -> tuple[Any, int]:
         # hubspot-api-client is loaded on first use (see _build_sdk).
         from hubspot.crm.objects import (
             BatchInputSimplePublicObjectBatchInputUpsert,
@@ -307,94 +295,6 @@ class HubSpotDestination(Destination):
             object_write_trace_id=item.trace, local_vars_configuration=config) for item in group]
         body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs, local_vars_configuration=config)
         return self._call(apis.objects.upsert_with_http_info, self.settings.object, body)
-
-    def _results(self, data: Any, status: int, group: list[_Item]) -> dict[int, Outcome]:
-        """200: every record settled; 207: an Outcome per record, and one HubSpot did not mention goes again.
-
-        Results are matched by the id property each input sent in `properties` (HubSpot echoes no
-        trace id on success, in no fixed order). A 200 is HubSpot's word that every input was
-        written, so a record whose result cannot be matched is still settled, only without a contact id.
-        """
-        by_trace = {item.trace: item for item in group}
-        by_key = {item.key: item for item in group}
-        outcomes: dict[int, Outcome] = {}
-        if data is None:  # a 2xx the SDK has no model for: nothing to read, the upsert is safe to repeat
-            error = Retryable(f"HubSpot answered HTTP {status} without a batch result", code="no_result")
-            return {item.record.delivery_id: Outcome(item.record.delivery_id, error=error) for item in group}
-        for result in data.results or []:
-            item = by_key.get(self._key((result.properties or {}).get(self.settings.id_property)) or "") or \
-                by_trace.get(str(getattr(result, "object_write_trace_id", None) or ""))
-            if item is not None:
-                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, crm_id=str(result.id),
-                                                            created=bool(result.new))
-        if status == 200:
-            unmatched = [item for item in group if item.record.delivery_id not in outcomes]
-            if unmatched:
-                log.warning("HubSpot accepted %d record(s) of a batch without a result naming them; settled "
-                            "without a contact id", len(unmatched))
-            for item in unmatched:
-                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id)
-            return outcomes
-        for entry in getattr(data, "errors", None) or []:
-            error = answers.from_batch_error(entry)
-            for target in self._named(error, by_trace, by_key):
-                outcomes[target.record.delivery_id] = Outcome(target.record.delivery_id, error=error.classified())
-        for item in group:
-            if item.record.delivery_id not in outcomes:
-                outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=Retryable(
-                    "HubSpot's answer did not mention this lead; it goes again", retry_after=5.0, code="no_result"))
-        return outcomes
-
-    @staticmethod
-    def _named(error: answers.HubSpotError, by_trace: dict[str, _Item], by_key: dict[str, _Item]) -> list[_Item]:
-        named = []
-        for value in error.ids():
-            item = by_trace.get(value) or by_key.get(value) or by_key.get(value.lower())
-            if item is not None and item not in named:
-                named.append(item)
-        return named
-
-    def _isolate(self, error: answers.HubSpotError, group: list[_Item],
-                 outcomes: dict[int, Outcome]) -> list[list[_Item]]:
-        """A whole batch refused: fail the records it names, return the groups to send again."""
-        classified = error.classified()
-        if isinstance(classified, ConfigProblem):
-            raise classified  # the mapping or the id property is wrong: every lead would fail alike
-        about_inputs = bool(error.problems or error.ids() or error.category == "CONFLICT"
-                            or error.code not in (None, error.category))
-        if not about_inputs:  # e.g. an object type HubSpot does not know: no lead is at fault
-            raise ConfigProblem(f"{error.readable()} (HubSpot refused the whole request; nothing was written)",
-                                code=error.code, status=error.status)
-        if len(group) == 1:
-            item = group[0]
-            outcomes[item.record.delivery_id] = Outcome(item.record.delivery_id, error=classified)
-            return []
-        by_trace = {item.trace: item for item in group}
-        by_key = {item.key: item for item in group}
-        culprits: dict[int, ConnectorError] = {}
-        for item in self._named(error, by_trace, by_key):
-            culprits[item.record.delivery_id] = classified
-        for problem in error.problems:
-            for item in self._matching(problem, group):
-                culprits.setdefault(item.record.delivery_id, answers.HubSpotError(
-                    status=error.status, message=str(problem.get("message") or error.message),
-                    category=error.category, code=problem.get("error"), field=problem.get("name")).classified())
-        if culprits:
-            rest = [item for item in group if item.record.delivery_id not in culprits]
-            for delivery_id, failure in culprits.items():
-                outcomes[delivery_id] = Outcome(delivery_id, error=failure)
-            return [rest] if rest else []
-        half = len(group) // 2  # nothing names the culprit: halve until it stands alone
-        return [group[:half], group[half:]]
-
-    @staticmethod
-    def _matching(problem: dict[str, Any], group: list[_Item]) -> list[_Item]:
-        """Inputs whose value of the blamed property appears in HubSpot's message about it."""
-        name, message = problem.get("name"), str(problem.get("message") or "")
-        if not name or not message:
-            return []
-        return [item for item in group if item.properties.get(name)
-                and re.search(rf"(?<![\w@.+-]){re.escape(item.properties[name])}(?![\w@.-])", message)]
 
     # --- setup and checks --------------------------------------------------------------------
 

@@ -26,22 +26,16 @@ from simple_salesforce.exceptions import (
 from connector.destinations.base import Destination
 from connector.destinations.salesforce.auth import http_session, login
 from connector.destinations.salesforce.check import mapping_problems
-from connector.destinations.salesforce.errors import explain_duplicates, json_body, text
+from connector.destinations.salesforce.errors import json_body, record_error, request_error
 from connector.destinations.salesforce.settings import (
     COLLECTION_LIMIT,
     REMOTE,
     SPLIT_CALLS,
     Settings,
 )
-from connector.destinations.salesforce.setup import (
-    custom_field_metadata,
-    describe_metadata,
-    grant_access,
-    setup_failure,
-)
+from connector.destinations.salesforce.setup import create_fields
 from connector.errors import ConfigProblem, ConnectorError, Permanent, RateLimited, classify, network_error
 from connector.mapping import Mapping, shipped_mapping
-from connector.mapping.spec import FieldSpec
 from connector.pacing import Budget, Budgets, Window, local_budgets
 from connector.records import OutboundRecord, Outcome, UpdatePolicy
 
@@ -284,36 +278,12 @@ class SalesforceDestination(Destination):
                 outcomes.append(Outcome(record.delivery_id, error=error, crm_id=contact_id, created=False))
         return outcomes
 
-    # --- errors ---------------------------------------------------------------------------
+    # --- errors (errors.py) ----------------------------------------------------------------
     def _request_error(self, exc: SalesforceError) -> ConnectorError:
-        """A refused HTTP request (all of a batch): classified by Salesforce's errorCode and status."""
-        first = exc.content[0] if isinstance(exc.content, list) and exc.content and isinstance(
-            exc.content[0], dict) else {}
-        code = first.get("errorCode")
-        message = first.get("message") or text(exc.content) or f"HTTP {exc.status}"
-        fields = first.get("fields") or []
-        if exc.status == 404 and code in (None, "NOT_FOUND") and \
-                f"/{self.settings.external_id_field}" in str(getattr(exc, "url", "")):  # an upsert by external id
-            message += (f" (is there an object {self.settings.object} with an External ID field "
-                        f"{self.settings.external_id_field}, visible to this user?)")
-        return classify(REMOTE, status=exc.status, code=code, message=message,
-                        field=", ".join(fields) or None)
+        return request_error(exc, self.settings)
 
     def _record_error(self, errors: list[dict[str, Any]], status: int) -> ConnectorError:
-        """One record's refusal: Salesforce's message(s) and the field(s) it blames, classified."""
-        if not errors:
-            return classify(REMOTE, status=status, code="UNKNOWN_EXCEPTION", message="Salesforce gave no reason")
-        first = errors[0]
-        code = first.get("statusCode") or first.get("errorCode")
-        messages = [e.get("message", "") for e in errors if e.get("message")]
-        message = "; ".join(dict.fromkeys(messages)) or str(code)
-        if code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" and "UNABLE_TO_LOCK_ROW" in message:
-            code = "UNABLE_TO_LOCK_ROW"  # a trigger or flow hit a locked row: as transient as the lock itself
-        if code == "DUPLICATES_DETECTED":
-            message = explain_duplicates(first, message, self.settings.on_duplicate)
-        fields = [f for e in errors for f in e.get("fields") or []]
-        return classify(REMOTE, status=status, code=code, message=message,
-                        field=", ".join(dict.fromkeys(fields)) or None)
+        return record_error(errors, status, self.settings.on_duplicate)
 
     # --- the session ----------------------------------------------------------------------
     def _call(self, action: Callable[[Salesforce], T]) -> T:
@@ -402,48 +372,9 @@ class SalesforceDestination(Destination):
         """
         mapping = mapping or shipped_mapping("salesforce.yaml")
         try:
-            return self._setup(mapping)
+            return create_fields(self, mapping)
         except SalesforceError as exc:
             raise self._request_error(exc) from None
-
-    def _setup(self, mapping: Mapping) -> list[str]:
-        s = self.settings
-        self._describes.pop(s.object, None)
-        try:
-            have = {f["name"].lower() for f in self.describe().get("fields", [])}
-        except SalesforceError as exc:
-            if exc.status != 404:
-                raise
-            raise ConfigProblem(f"Salesforce has no object '{s.object}' that this user can see (HTTP 404 on its "
-                                f"describe): check `object:` in the destination's settings, and that the user's "
-                                f"profile can read {s.object} records", code="NOT_FOUND", status=404) from None
-        wanted = {n: spec for n, spec in mapping.fields.items() if spec.update is not UpdatePolicy.never}
-        if not any(n.lower() == s.external_id_field.lower() for n in wanted):
-            wanted[s.external_id_field] = FieldSpec.model_validate({"from": "id"})
-        done: list[str] = []
-        created: list[str] = []
-        for name, spec in wanted.items():
-            if name.lower() in have:
-                continue
-            if not name.endswith("__c"):
-                done.append(f"not created {s.object}.{name}: only custom fields (ending in __c) can be created; "
-                            f"is the name in {mapping.path} right?")
-                continue
-            meta = custom_field_metadata(name, spec, s.external_id_field)
-            body = {"FullName": f"{s.object}.{name}", "Metadata": meta}
-            try:
-                self._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST",
-                                                                 data=body, timeout=s.timeout))
-            except SalesforceError as exc:
-                todo = {n: custom_field_metadata(n, f, s.external_id_field) for n, f in wanted.items()
-                        if n.lower() not in have and n.endswith("__c") and n not in created}
-                raise setup_failure(exc, s.object, name, todo, created) from None
-            created.append(name)
-            done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
-        if created:
-            done.append(grant_access(self._call, self._restful, self._query, s.object, created))
-            self._describes.pop(s.object, None)
-        return done
 
     def record_url(self, crm_id: str) -> str | None:
         """The record in Lightning, on the instance this client is logged in to (no call to Salesforce)."""

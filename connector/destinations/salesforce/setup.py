@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simple_salesforce import format_soql
+from simple_salesforce.exceptions import SalesforceError
 
 from connector.errors import ConfigProblem
 from connector.mapping.spec import FieldSpec
+from connector.records import UpdatePolicy
+
+if TYPE_CHECKING:
+    from connector.destinations.salesforce.destination import SalesforceDestination
+    from connector.mapping import Mapping
 
 PERMISSION_SET = "Lead_Connector_Fields"
 TEXT_MAX = 255
@@ -138,3 +144,45 @@ def grant_access(call: Callable[..., Any], restful: Callable[..., Any], query: C
     if refused:
         line += f"; could not grant: {', '.join(refused)}"
     return line
+
+
+def create_fields(dest: SalesforceDestination, mapping: Mapping) -> list[str]:
+    """`SalesforceDestination.setup`: create each custom field the mapping writes that the object lacks
+    (definitions above), then let our user edit them (grant_access). What exists is left alone."""
+    s = dest.settings
+    dest._describes.pop(s.object, None)
+    try:
+        have = {f["name"].lower() for f in dest.describe().get("fields", [])}
+    except SalesforceError as exc:
+        if exc.status != 404:
+            raise
+        raise ConfigProblem(f"Salesforce has no object '{s.object}' that this user can see (HTTP 404 on its "
+                            f"describe): check `object:` in the destination's settings, and that the user's "
+                            f"profile can read {s.object} records", code="NOT_FOUND", status=404) from None
+    wanted = {n: spec for n, spec in mapping.fields.items() if spec.update is not UpdatePolicy.never}
+    if not any(n.lower() == s.external_id_field.lower() for n in wanted):
+        wanted[s.external_id_field] = FieldSpec.model_validate({"from": "id"})
+    done: list[str] = []
+    created: list[str] = []
+    for name, spec in wanted.items():
+        if name.lower() in have:
+            continue
+        if not name.endswith("__c"):
+            done.append(f"not created {s.object}.{name}: only custom fields (ending in __c) can be created; "
+                        f"is the name in {mapping.path} right?")
+            continue
+        meta = custom_field_metadata(name, spec, s.external_id_field)
+        body = {"FullName": f"{s.object}.{name}", "Metadata": meta}
+        try:
+            dest._call(lambda c, body=body: c.toolingexecute("sobjects/CustomField/", method="POST",
+                                                             data=body, timeout=s.timeout))
+        except SalesforceError as exc:
+            todo = {n: custom_field_metadata(n, f, s.external_id_field) for n, f in wanted.items()
+                    if n.lower() not in have and n.endswith("__c") and n not in created}
+            raise setup_failure(exc, s.object, name, todo, created) from None
+        created.append(name)
+        done.append(f"created {s.object}.{name} ({describe_metadata(meta)})")
+    if created:
+        done.append(grant_access(dest._call, dest._restful, dest._query, s.object, created))
+        dest._describes.pop(s.object, None)
+    return done
