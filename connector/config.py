@@ -352,8 +352,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         relative = config.database.url[len("sqlite:///"):]
         if relative and relative != ":memory:":
             config.database.url = "sqlite:///" + str(config.resolve(relative))
-    config_checks.check_references(doc, config)
-    config_checks.check_privacy(doc, config)
+    config_checks.check_references(doc, console_password=config.console.password,
+                                   password_env=config.console.password_env, sources=config.sources,
+                                   destinations=config.destinations, routes=config.routes)
+    config_checks.check_privacy(doc, config.privacy.encryption_keys, config.privacy.erase, config.destinations)
     return config
 
 

@@ -5,29 +5,42 @@ cannot use. Each mistake names the file, line and key (or the variable, never a 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Protocol
 
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connector import yamlfile
 from connector.errors import ConfigError
 
-if TYPE_CHECKING:
-    from connector.config import Config
+
+class Source(Protocol):
+    """A configured source, as far as these checks read it (connector.config.SourceConfig)."""
+
+    secrets: list[SecretStr]
+
+    def secret_values(self) -> list[str]: ...
+
+
+class Route(Protocol):
+    source: str
+    destination: str
 
 MIN_SECRET_LENGTH = 16
 MIN_CONSOLE_PASSWORD = 12
 _DATABASES = {"sqlite": "sqlite", "postgresql": "psycopg"}  # SQLAlchemy backend -> the driver we ship
 
 
-def check_privacy(doc: yamlfile.YamlDocument, config: Config) -> None:
+def check_privacy(doc: yamlfile.YamlDocument, encryption_keys: Sequence[SecretStr], erase: Iterable[str],
+                  destinations: Collection[str]) -> None:
     """Encryption keys that Fernet cannot use, and erasure settings for destinations that do not exist."""
     from cryptography.fernet import (
         Fernet,  # only when a key is set: the webhook path never needs it otherwise
     )
 
-    for index, key in enumerate(config.privacy.encryption_keys):
+    for index, key in enumerate(encryption_keys):
         value = key.get_secret_value()
         if not value:
             continue
@@ -39,32 +52,32 @@ def check_privacy(doc: yamlfile.YamlDocument, config: Config) -> None:
             raise doc.error(("privacy", "encryption_keys", index),
                             f"{where} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
                             "`connector db new-key`") from None
-    for name in config.privacy.erase:
-        if name not in config.destinations:
+    for name in erase:
+        if name not in destinations:
             raise doc.error(("privacy", "erase", name), f"no destination named '{name}'"
-                            f"{yamlfile.did_you_mean(name, config.destinations)}")
+                            f"{yamlfile.did_you_mean(name, destinations)}")
 
 
-def check_references(doc: yamlfile.YamlDocument, config: Config) -> None:
+def check_references(doc: yamlfile.YamlDocument, *, console_password: str | None, password_env: str,
+                     sources: Mapping[str, Source], destinations: Collection[str], routes: Sequence[Route]) -> None:
     """Secrets and route names; each kind's own settings are checked by connector.runtime."""
-    console = config.console
-    if console.password and len(console.password) < MIN_CONSOLE_PASSWORD:
-        raise doc.error(("console", "password_env"), f"the password in {console.password_env} is "
-                        f"{len(console.password)} characters long; the console needs at least {MIN_CONSOLE_PASSWORD} "
+    if console_password and len(console_password) < MIN_CONSOLE_PASSWORD:
+        raise doc.error(("console", "password_env"), f"the password in {password_env} is "
+                        f"{len(console_password)} characters long; the console needs at least {MIN_CONSOLE_PASSWORD} "
                         "(or unset it to keep the console off)")
-    for name, src in config.sources.items():
+    for name, src in sources.items():
         if not src.secret_values():
             raise doc.error(("sources", name, "secrets"),
                             "needs at least one webhook secret, e.g. - ${LEADITIO_WEBHOOK_SECRET}")
         for index, secret in enumerate(src.secrets):
             check_webhook_secret(doc, ("sources", name, "secrets", index), secret.get_secret_value())
-    for index, route in enumerate(config.routes):
-        if route.source not in config.sources:
+    for index, route in enumerate(routes):
+        if route.source not in sources:
             raise doc.error(("routes", index, "source"), f"no source named '{route.source}'"
-                            f"{yamlfile.did_you_mean(route.source, config.sources)}")
-        if route.destination not in config.destinations:
+                            f"{yamlfile.did_you_mean(route.source, sources)}")
+        if route.destination not in destinations:
             raise doc.error(("routes", index, "destination"), f"no destination named '{route.destination}'"
-                            f"{yamlfile.did_you_mean(route.destination, config.destinations)}")
+                            f"{yamlfile.did_you_mean(route.destination, destinations)}")
 
 
 def check_webhook_secret(doc: yamlfile.YamlDocument, loc: yamlfile.Loc, value: str) -> None:

@@ -10,18 +10,35 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from simple_salesforce import format_soql
 from simple_salesforce.exceptions import SalesforceError
 
+from connector.destinations.salesforce.settings import Settings
 from connector.errors import ConfigProblem
 from connector.mapping.spec import FieldSpec
 from connector.records import UpdatePolicy
 
 if TYPE_CHECKING:
-    from connector.destinations.salesforce.destination import SalesforceDestination
+    from simple_salesforce import Salesforce
+
     from connector.mapping import Mapping
+
+T = TypeVar("T")
+
+
+class Org(Protocol):
+    """What creating fields needs of a logged-in Salesforce destination (SalesforceDestination is one):
+    its settings, its cached describes, and its calls, which classify and refresh the session."""
+
+    settings: Settings
+    _describes: dict[str, dict[str, Any]]
+
+    def describe(self, object_name: str | None = None) -> dict[str, Any]: ...
+    def _call(self, action: Callable[[Salesforce], T]) -> T: ...
+    def _restful(self, client: Salesforce, path: str, **kw: Any) -> Any: ...
+    def _query(self, client: Salesforce, soql: str) -> list[dict[str, Any]]: ...
 
 PERMISSION_SET = "Lead_Connector_Fields"
 TEXT_MAX = 255
@@ -146,7 +163,7 @@ def grant_access(call: Callable[..., Any], restful: Callable[..., Any], query: C
     return line
 
 
-def create_fields(dest: SalesforceDestination, mapping: Mapping) -> list[str]:
+def create_fields(dest: Org, mapping: Mapping) -> list[str]:
     """`SalesforceDestination.setup`: create each custom field the mapping writes that the object lacks
     (definitions above), then let our user edit them (grant_access). What exists is left alone."""
     s = dest.settings
