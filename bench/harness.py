@@ -41,7 +41,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_up(port: int, timeout: float = 60) -> None:
+def wait_up(port: int, timeout: float = 60, hint: str = "") -> None:
+    """Until something listens on `port`; `hint` says where to look when nothing does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -49,7 +50,7 @@ def wait_up(port: int, timeout: float = 60) -> None:
                 return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {timeout:.0f}s")
+    raise SystemExit(f"nothing listens on {port} after {timeout:.0f}s{hint}")
 
 
 def webhook(index: int, run: str = "") -> tuple[bytes, str]:

@@ -40,31 +40,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import SECRET, free_port, wait_up  # noqa: E402
 from fakes.gunicorn_procs import worker_cpu, worker_sockets  # noqa: E402
 
-SECRET = "bench-secret-0123456789"  # the connector refuses secrets under 16 characters
 # What the Procfile runs (connector/gunicorn_conf.py: 4 workers x 4 threads, gthread), for both apps.
 GUNICORN = ["--config", "python:connector.gunicorn_conf", "--log-level", "warning"]
 WARM_UP = 200
 BARE, BARE_APP = "bare Flask endpoint", "bench.bare_app:create_app()"
 LOG = Path(tempfile.gettempdir()) / "bench-receiver-gunicorn.log"  # the last run's final lines
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"server on {port} did not start (a gunicorn's last lines go to {LOG})")
 
 
 def bodies(count: int) -> list[tuple[bytes, str]]:
@@ -204,7 +187,7 @@ def run(name: str, app: str, requests: list[bytes], concurrency: int, config: Pa
         reader = subprocess.Popen(["tail", "-n", "50"], stdin=server.stdout, stdout=log)
     server.stdout.close()
     try:
-        wait_up(port)
+        wait_up(port, 30, f" (a gunicorn's last lines go to {LOG})")
         load(port, requests[:WARM_UP], concurrency)  # distinct ids from the measured run
         cpu_before = worker_cpu(server.pid)
         result = load(port, requests[WARM_UP:], concurrency, server.pid)
@@ -262,7 +245,7 @@ def main() -> None:
     crm = slow_crm(crm_port)
     rounds = []
     try:
-        wait_up(crm_port)
+        wait_up(crm_port, 30, f" (a gunicorn's last lines go to {LOG})")
         for number in range(args.rounds):
             rounds.append(one_round(requests, args.concurrency, f"http://127.0.0.1:{crm_port}/leads", args.bare_wait,
                                     compare))
