@@ -162,3 +162,27 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> A
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+class AlertSink:
+    """An alert channel's webhook (Apprise's json:// posts there): records the JSON body of every alert Apprise posts."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        self.bodies.append(json.loads(environ["wsgi.input"].read(size)))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    def titles(self) -> list[str]:
+        return [body["title"] for body in self.bodies]
+
+
+@pytest.fixture
+def sink() -> Any:
+    sink = AlertSink()
+    with serve(sink.app, quiet=True) as url:
+        sink.url = url.replace("http://", "json://") + "/hooks/alerts"
+        yield sink

@@ -3,7 +3,6 @@ POST), driven by the real worker and store on SQLite and PostgreSQL: once per ch
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,30 +19,6 @@ from connector.web import create_app
 from connector.worker import Worker
 from fakes.server import serve
 from tests.conftest import ENV, leaditio_payload, post_webhook, write_config
-
-
-class AlertSink:
-    """A channel's webhook: records the JSON body of every alert Apprise posts."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        size = int(environ.get("CONTENT_LENGTH") or 0)
-        self.bodies.append(json.loads(environ["wsgi.input"].read(size)))
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [b"{}"]
-
-    def titles(self) -> list[str]:
-        return [body["title"] for body in self.bodies]
-
-
-@pytest.fixture
-def sink() -> Any:
-    sink = AlertSink()
-    with serve(sink.app, quiet=True) as url:
-        sink.url = url.replace("http://", "json://") + "/hooks/alerts"
-        yield sink
 
 
 def setup(tmp_path: Path, database_url: str, crm_url: str, alert_url: str, **alerts: Any) -> Runtime:

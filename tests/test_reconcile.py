@@ -27,9 +27,7 @@ from connector.runtime import Runtime
 from connector.store import Store
 from connector.store.schema import deliveries, events, reconcile_runs
 from fakes.leaditio_api import FakeLeaditioApi, make_lead, source_config
-from fakes.server import serve
 from tests.conftest import ENV, cli_for, write_config
-from tests.test_alerts import AlertSink
 
 DAY = datetime(2026, 5, 20, 6, 0, tzinfo=UTC)  # every lead of the fixed-time tests is delivered on this day
 NOW = datetime(2026, 5, 21, 12, 0, tzinfo=UTC).timestamp()
@@ -223,14 +221,6 @@ def test_a_marketplace_without_a_lead_list_is_refused_clearly(tmp_path, database
     path = write_config(tmp_path, database_url, sources=sources, routes=[])
     with pytest.raises(ConfigError, match=r"config.yaml:\d+.*sources.nod.reconcile.*remove reconcile"):
         Runtime(load_config(path, env=ENV))
-
-
-@pytest.fixture
-def sink() -> Any:
-    sink = AlertSink()
-    with serve(sink.app, quiet=True) as url:
-        sink.url = url.replace("http://", "json://") + "/hooks/alerts"
-        yield sink
 
 
 def test_a_gap_is_alerted_once_per_run_and_counted(tmp_path, database_url, key, sink):

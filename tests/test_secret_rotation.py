@@ -19,7 +19,6 @@ from connector.runtime import Runtime
 from connector.store import SecretUse, Store
 from connector.web import create_app
 from tests.conftest import ENV, OLD_SECRET, SECRET, cli_for, leaditio_payload, post_webhook, write_config
-from tests.test_alerts import sink  # noqa: F401 - the fixture: a local webhook Apprise's json:// posts to
 
 HOUR = 3600.0
 
